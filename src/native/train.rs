@@ -1,0 +1,428 @@
+//! The training loop: L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t, y)‖² (Ho et al. eq. 14)
+//! with AdamW, label dropout for classifier-free guidance, an EMA of the weights, checkpoints
+//! that a killed run resumes from, a loss CSV and sample grids to watch.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{Checkpoint, CheckpointError, TrainState};
+use super::images;
+use crate::data::{Mnist, to_pixels};
+use crate::model::{UNet, UNetConfig};
+use crate::pipeline::{DEFAULT_GUIDANCE, Generation, GenerationRequest};
+use crate::rng::NoiseRng;
+use crate::sampler::{Sampler, SamplerKind};
+use crate::schedule::{NoiseSchedule, ScheduleConfig};
+use crate::weights::{self, WeightsError};
+
+/// A training run's settings, stored in its checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: UNetConfig,
+    pub schedule: ScheduleConfig,
+    pub batch_size: usize,
+    /// Total optimiser steps of the run.
+    pub steps: u64,
+    pub learning_rate: f64,
+    /// Linear warm-up of the learning rate over this many steps; constant after.
+    pub warmup_steps: u64,
+    pub weight_decay: f32,
+    /// Gradient norm clipping, per parameter tensor.
+    pub grad_clip: f32,
+    /// Decay of the exponential moving average of the weights (warmed up as (1+n)/(10+n)).
+    pub ema_decay: f64,
+    /// Probability of replacing a label by "no label", so the model also learns ε(x_t, t, ∅).
+    pub label_dropout: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: UNetConfig::default(),
+            schedule: ScheduleConfig::default(),
+            batch_size: 64,
+            steps: 20_000,
+            learning_rate: 5e-4,
+            warmup_steps: 500,
+            weight_decay: 1e-4,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            label_dropout: 0.1,
+            seed: 42,
+        }
+    }
+}
+
+/// Where and how often a run writes what it writes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub run_dir: PathBuf,
+    /// Steps between checkpoints (and at the end); 0 = only at the end.
+    pub checkpoint_every: u64,
+    /// Steps between sample grids; 0 = none.
+    pub sample_every: u64,
+    pub progress: bool,
+    /// Stop (after checkpointing) once this step is reached, as if killed there. For tests.
+    pub stop_at: Option<u64>,
+}
+
+impl RunOptions {
+    pub fn new(run_dir: impl Into<PathBuf>) -> Self {
+        Self { run_dir: run_dir.into(), checkpoint_every: 500, sample_every: 1000, progress: true, stop_at: None }
+    }
+
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.run_dir.join("checkpoint.gendi")
+    }
+}
+
+#[derive(Debug)]
+pub enum TrainError {
+    Checkpoint(CheckpointError),
+    Weights(WeightsError),
+    Io(PathBuf, std::io::Error),
+    Config(String),
+    NonFinite { step: u64, loss: f32, kept: Option<u64> },
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Checkpoint(e) => write!(f, "{e}"),
+            Self::Weights(e) => write!(f, "{e}"),
+            Self::Io(p, e) => write!(f, "cannot write {}: {e}", p.display()),
+            Self::Config(m) => write!(f, "invalid training settings: {m}"),
+            Self::NonFinite { step, loss, kept } => {
+                write!(f, "the loss became {loss} at step {step}; training stopped. ")?;
+                match kept {
+                    Some(k) => write!(f, "The last good checkpoint (step {k}) is kept: resume with a lower --lr."),
+                    None => write!(f, "No checkpoint was written yet: restart with a lower --lr."),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<CheckpointError> for TrainError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Checkpoint(e)
+    }
+}
+
+impl From<WeightsError> for TrainError {
+    fn from(e: WeightsError) -> Self {
+        Self::Weights(e)
+    }
+}
+
+/// What a call to [`Trainer::run`] did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub first_step: u64,
+    pub last_step: u64,
+    /// Loss of each step run, in order.
+    pub losses: Vec<f32>,
+    pub images_per_s: f64,
+}
+
+pub struct Trainer {
+    pub state: TrainState,
+    /// On the autodiff device.
+    pub model: UNet,
+    /// On the plain device.
+    pub ema: UNet,
+    pub optimizer: ModuleOptimizer,
+    schedule: NoiseSchedule,
+    device: Device,
+    /// The step of the newest checkpoint on disk, if any.
+    last_checkpoint: Option<u64>,
+}
+
+impl Trainer {
+    /// A fresh run on `device` (a plain device; autodiff is added here).
+    pub fn new(config: TrainConfig, device: &Device) -> Result<Self, TrainError> {
+        config.model.validate().map_err(TrainError::Config)?;
+        if config.batch_size == 0 {
+            return Err(TrainError::Config("batch size must be at least 1".into()));
+        }
+        device.seed(config.seed);
+        let model = config.model.init(&device.clone().autodiff());
+        let ema = model.valid();
+        Ok(Self {
+            schedule: NoiseSchedule::new(config.schedule),
+            optimizer: optimizer(&config),
+            state: TrainState { rng: NoiseRng::new(config.seed), config, step: 0, elapsed_s: 0.0 },
+            model,
+            ema,
+            device: device.clone(),
+            last_checkpoint: None,
+        })
+    }
+
+    /// Continues the run saved at `path`.
+    pub fn resume(path: &Path, device: &Device) -> Result<Self, TrainError> {
+        let checkpoint = Checkpoint::load(path)?;
+        let config = checkpoint.state.config.clone();
+        config.model.validate().map_err(TrainError::Config)?;
+        let model = weights::model_from_bytes(&config.model, &checkpoint.model, &device.clone().autodiff())?;
+        let ema = weights::model_from_bytes(&config.model, &checkpoint.ema, device)?;
+        let optimizer = optimizer(&config)
+            .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
+            .map_err(|e| TrainError::Checkpoint(CheckpointError::Corrupt(path.to_path_buf(), e.to_string())))?;
+        Ok(Self {
+            schedule: NoiseSchedule::new(config.schedule),
+            last_checkpoint: Some(checkpoint.state.step),
+            state: checkpoint.state,
+            model,
+            ema,
+            optimizer,
+            device: device.clone(),
+        })
+    }
+
+    pub fn checkpoint(&self) -> Result<Checkpoint, TrainError> {
+        Ok(Checkpoint {
+            state: self.state.clone(),
+            model: weights::model_to_bytes(&self.model.valid())?,
+            ema: weights::model_to_bytes(&self.ema)?,
+            optimizer: self.optimizer.into_bytes().map_err(|e| TrainError::Config(e.to_string()))?.to_vec(),
+        })
+    }
+
+    fn save_checkpoint(&mut self, options: &RunOptions) -> Result<(), TrainError> {
+        self.checkpoint()?.save(&options.checkpoint_path())?;
+        self.last_checkpoint = Some(self.state.step);
+        Ok(())
+    }
+
+    /// One optimiser step on the images at `indices`. Returns the loss.
+    pub fn train_step(&mut self, data: &Mnist, indices: &[usize]) -> f32 {
+        let config = &self.state.config;
+        let autodiff = self.device.clone().autodiff();
+        let batch = indices.len();
+        let (x0, labels) = data.batch(indices, &autodiff);
+        let rng = &mut self.state.rng;
+        let timesteps: Vec<usize> = (0..batch).map(|_| rng.below(self.schedule.len())).collect();
+        let labels: Vec<Option<usize>> = labels
+            .into_iter()
+            .map(|label| (rng.uniform() >= config.label_dropout).then_some(label))
+            .collect();
+        let noise = rng.normal_tensor(x0.dims(), &autodiff);
+
+        let noisy = self.schedule.add_noise(x0, noise.clone(), &timesteps);
+        let predicted = self.model.forward(noisy, &timesteps, &labels);
+        let loss = (predicted - noise).square().mean();
+        let loss_value: f32 = loss.clone().into_scalar();
+
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let lr = learning_rate(config, self.state.step);
+        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        self.state.step += 1;
+        self.update_ema();
+        loss_value
+    }
+
+    fn update_ema(&mut self) {
+        let n = self.state.step as f64;
+        let decay = self.state.config.ema_decay.min((1.0 + n) / (10.0 + n)) as f32;
+        let mut current = FlatParams::default();
+        self.model.valid().visit(&mut current);
+        let mut mapper = EmaUpdate { current: current.0.into_iter(), decay };
+        self.ema = self.ema.clone().map(&mut mapper);
+    }
+
+    /// The images of step `step`: epoch-wise permutations of the training set, each drawn from
+    /// the seed and the epoch number, so a resumed run sees the same batches.
+    fn batch_indices(&self, data_len: usize, step: u64, cache: &mut Option<(u64, Vec<usize>)>) -> Vec<usize> {
+        let batch = self.state.config.batch_size.min(data_len);
+        let per_epoch = (data_len / batch) as u64;
+        let (epoch, within) = (step / per_epoch, (step % per_epoch) as usize);
+        if cache.as_ref().map(|(e, _)| *e) != Some(epoch) {
+            let seed = self.state.config.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+            *cache = Some((epoch, NoiseRng::new(seed).permutation(data_len)));
+        }
+        let order = &cache.as_ref().expect("just filled").1;
+        order[within * batch..(within + 1) * batch].to_vec()
+    }
+
+    /// Trains until the config's step count (or `options.stop_at`), checkpointing, logging the
+    /// loss to `loss.csv` and writing sample grids under `run_dir`.
+    pub fn run(&mut self, data: &Mnist, options: &RunOptions) -> Result<TrainReport, TrainError> {
+        if data.is_empty() {
+            return Err(TrainError::Config("the training set is empty".into()));
+        }
+        let dir = &options.run_dir;
+        let io = |p: &Path, e| TrainError::Io(p.to_path_buf(), e);
+        std::fs::create_dir_all(dir.join("samples")).map_err(|e| io(dir, e))?;
+        let csv_path = dir.join("loss.csv");
+        let mut csv = open_loss_csv(&csv_path, self.state.step).map_err(|e| io(&csv_path, e))?;
+
+        let end = options.stop_at.unwrap_or(u64::MAX).min(self.state.config.steps);
+        let first_step = self.state.step;
+        let bar = progress_bar(options.progress, first_step, self.state.config.steps);
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed_s;
+        let mut losses = Vec::new();
+        let mut order_cache = None;
+        let mut images = 0usize;
+        let mut smoothed: Option<f64> = None;
+
+        while self.state.step < end {
+            let indices = self.batch_indices(data.len(), self.state.step, &mut order_cache);
+            let loss = self.train_step(data, &indices);
+            let step = self.state.step;
+            if !loss.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite { step, loss, kept: self.last_checkpoint });
+            }
+            losses.push(loss);
+            images += indices.len();
+            let seconds = started.elapsed().as_secs_f64();
+            self.state.elapsed_s = elapsed_before + seconds;
+            let speed = images as f64 / seconds.max(1e-9);
+            let lr = learning_rate(&self.state.config, step - 1);
+            writeln!(csv, "{step},{loss},{lr},{:.1}", self.state.elapsed_s).map_err(|e| io(&csv_path, e))?;
+            let s = smoothed.map_or(loss as f64, |s| 0.98 * s + 0.02 * loss as f64);
+            smoothed = Some(s);
+            bar.set_position(step);
+            bar.set_message(format!("loss {s:.4}  {speed:.0} img/s"));
+
+            let due = |every: u64| every > 0 && step % every == 0;
+            if due(options.checkpoint_every) || step == end {
+                csv.flush().map_err(|e| io(&csv_path, e))?;
+                self.save_checkpoint(options)?;
+            }
+            if due(options.sample_every) {
+                let path = dir.join("samples").join(format!("step_{step:07}.png"));
+                self.sample_grid(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+        csv.flush().map_err(|e| io(&csv_path, e))?;
+        bar.finish_and_clear();
+        if self.state.step >= self.state.config.steps {
+            let path = dir.join("loss.png");
+            plot_loss_csv(&csv_path, &path).map_err(|e| io(&path, e))?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(TrainReport {
+            first_step,
+            last_step: self.state.step,
+            losses,
+            images_per_s: images as f64 / seconds.max(1e-9),
+        })
+    }
+
+    /// Two of each digit from the EMA weights (DDIM, 50 steps, fixed seed) as one grid.
+    pub fn sample_grid(&self, path: &Path) -> std::io::Result<()> {
+        let sampler = Sampler::new(self.schedule.clone(), SamplerKind::Ddim { steps: 50, eta: 0.0 })
+            .map_err(std::io::Error::other)?;
+        let mut pixels = Vec::new();
+        for digit in 0..self.state.config.model.num_classes.max(1) {
+            let request = GenerationRequest {
+                count: 2,
+                seed: 1000 + digit as u64,
+                digit: (self.state.config.model.num_classes > 0).then_some(digit),
+                guidance: DEFAULT_GUIDANCE,
+            };
+            let mut generation = Generation::new(sampler.clone(), &request, &self.device);
+            while generation.step(&self.ema).map_err(std::io::Error::other)?.is_some() {}
+            let values: Vec<f32> = generation.sample().clone().into_data().to_vec().map_err(std::io::Error::other)?;
+            pixels.extend(to_pixels(&values));
+        }
+        images::grid(&pixels, 10, 2).save(path)
+    }
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)))
+        .init()
+}
+
+/// Linear warm-up to the base rate, then constant.
+pub fn learning_rate(config: &TrainConfig, step: u64) -> f64 {
+    let warm = ((step + 1) as f64 / config.warmup_steps.max(1) as f64).min(1.0);
+    config.learning_rate * warm
+}
+
+/// Opens `loss.csv` for appending, first dropping rows past `step` (written after the checkpoint
+/// a resumed run starts from).
+fn open_loss_csv(path: &Path, step: u64) -> std::io::Result<std::fs::File> {
+    let header = "step,loss,learning_rate,elapsed_s";
+    let kept: Vec<String> = match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .skip(1)
+            .filter(|line| line.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= step))
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut file = std::fs::File::create(path)?;
+    writeln!(file, "{header}")?;
+    for line in kept {
+        writeln!(file, "{line}")?;
+    }
+    Ok(file)
+}
+
+/// Plots the loss column of a `loss.csv`, averaged over windows so the curve is readable.
+pub fn plot_loss_csv(csv: &Path, png: &Path) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(csv)?;
+    let losses: Vec<f64> = text.lines().skip(1).filter_map(|l| l.split(',').nth(1)?.parse().ok()).collect();
+    let window = (losses.len() / 400).max(1);
+    let averaged: Vec<f64> = losses.chunks(window).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
+    images::plot(&averaged, 800, 400).save(png)
+}
+
+fn progress_bar(visible: bool, position: u64, total: u64) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total).with_position(position);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template"),
+    );
+    bar
+}
+
+/// The float parameters of a module, flattened, in visiting order.
+#[derive(Default)]
+struct FlatParams(Vec<Tensor<1>>);
+
+impl ModuleVisitor for FlatParams {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let count = value.shape().num_elements();
+        self.0.push(value.reshape([count]));
+    }
+}
+
+/// ema ← decay · ema + (1 − decay) · current, parameter by parameter in visiting order.
+struct EmaUpdate<I: Iterator<Item = Tensor<1>>> {
+    current: I,
+    decay: f32,
+}
+
+impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for EmaUpdate<I> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let current = self.current.next().expect("EMA and model have the same parameters");
+        let decay = self.decay;
+        param.map(|ema| {
+            let dims = ema.dims();
+            ema * decay + current.reshape(dims) * (1.0 - decay)
+        })
+    }
+}

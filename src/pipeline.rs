@@ -1,0 +1,95 @@
+//! Generation: x_T ~ N(0, I) from a seed, then the sampler's reverse steps, one call at a time
+//! so that a caller (the CLI, the page) can show every x_t and x̂_0 as it goes.
+
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::IMAGE_SIDE;
+use crate::model::UNet;
+use crate::rng::NoiseRng;
+use crate::sampler::{Sampler, SamplerError, StepOutput, guide};
+
+/// The guidance scale w used when none is given.
+pub const DEFAULT_GUIDANCE: f32 = 2.0;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRequest {
+    pub count: usize,
+    pub seed: u64,
+    /// Draw this digit (with classifier-free guidance), or any digit (unconditional) if `None`.
+    pub digit: Option<usize>,
+    /// Classifier-free guidance scale w; ignored for unconditional samples.
+    pub guidance: f32,
+}
+
+/// A reverse process in progress.
+pub struct Generation {
+    sampler: Sampler,
+    labels: Vec<Option<usize>>,
+    guidance: f32,
+    sample: Tensor<4>,
+    rng: NoiseRng,
+    /// Index into the sampler's timesteps of the next step.
+    next: usize,
+}
+
+impl Generation {
+    /// Draws x_T for `request.count` images from `request.seed` on the CPU and puts it on `device`.
+    pub fn new(sampler: Sampler, request: &GenerationRequest, device: &Device) -> Self {
+        let mut rng = NoiseRng::new(request.seed);
+        let sample = rng.normal_tensor([request.count, 1, IMAGE_SIDE, IMAGE_SIDE], device);
+        Self {
+            sampler,
+            labels: vec![request.digit; request.count],
+            guidance: if request.digit.is_some() { request.guidance } else { 0.0 },
+            sample,
+            rng,
+            next: 0,
+        }
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.sampler.timesteps().len()
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.next
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.next >= self.total_steps()
+    }
+
+    /// The timestep the next step starts from, if any remain.
+    pub fn next_timestep(&self) -> Option<usize> {
+        self.sampler.timesteps().get(self.next).copied()
+    }
+
+    /// The current x_t (the final images once [`is_done`](Self::is_done)).
+    pub fn sample(&self) -> &Tensor<4> {
+        &self.sample
+    }
+
+    /// Runs the model and one reverse step. Returns x_{t_prev} and x̂_0, or `None` when done.
+    pub fn step(&mut self, model: &UNet) -> Result<Option<StepOutput>, SamplerError> {
+        let Some(t) = self.next_timestep() else { return Ok(None) };
+        let count = self.labels.len();
+        let eps = if self.guidance != 0.0 {
+            // Conditional and unconditional predictions in one batch of 2·count.
+            let doubled = Tensor::cat(vec![self.sample.clone(), self.sample.clone()], 0);
+            let mut labels = self.labels.clone();
+            labels.extend(std::iter::repeat_n(None, count));
+            let eps = model.forward(doubled, &vec![t; 2 * count], &labels);
+            let cond = eps.clone().narrow(0, 0, count);
+            let uncond = eps.narrow(0, count, count);
+            guide(cond, uncond, self.guidance)
+        } else {
+            model.forward(self.sample.clone(), &vec![t; count], &self.labels)
+        };
+        let output = self.sampler.step(eps, t, self.sample.clone(), &mut self.rng)?;
+        self.sample = output.prev_sample.clone();
+        self.next += 1;
+        Ok(Some(output))
+    }
+}

@@ -1,0 +1,33 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+pub fn device() -> Device {
+    Device::flex()
+}
+
+pub fn filled(value: f32, shape: [usize; 4]) -> Tensor<4> {
+    let count = shape.iter().product();
+    Tensor::from_data(TensorData::new(vec![value; count], shape), &device())
+}
+
+pub fn values(tensor: Tensor<4>) -> Vec<f32> {
+    tensor.into_data().to_vec().expect("f32 tensor")
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The MNIST directory the tests read: `$GENDI_DATA` or `data/mnist`. Fails with the fix if absent.
+pub fn mnist_dir() -> std::path::PathBuf {
+    let dir = gendi::data::default_data_dir();
+    assert!(
+        dir.join("train-images-idx3-ubyte").exists(),
+        "MNIST is not in {}: run `cargo run --release -- data` (or ./build.sh setup) first",
+        dir.display()
+    );
+    dir
+}

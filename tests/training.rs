@@ -1,0 +1,142 @@
+//! Training on real MNIST: the loss falls, a killed run resumes exactly, a NaN stops cleanly.
+
+mod common;
+
+use gendi::data::{Mnist, Split};
+use gendi::native::checkpoint::Checkpoint;
+use gendi::native::train::{RunOptions, TrainConfig, TrainError, Trainer};
+
+fn mnist(count: usize) -> Mnist {
+    let mut data = Mnist::load(&common::mnist_dir(), Split::Train).expect("MNIST loads");
+    data.truncate(count);
+    data
+}
+
+fn run_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gendi-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn quiet(dir: &std::path::Path, checkpoint_every: u64) -> RunOptions {
+    RunOptions { checkpoint_every, sample_every: 0, progress: false, ..RunOptions::new(dir) }
+}
+
+#[test]
+fn a_short_run_on_real_digits_lowers_the_loss() {
+    let data = mnist(320);
+    let config = TrainConfig { batch_size: 16, steps: 60, warmup_steps: 5, learning_rate: 1e-3, ..TrainConfig::default() };
+    let dir = run_dir("loss");
+    let mut trainer = Trainer::new(config, &common::device()).unwrap();
+    let report = trainer.run(&data, &quiet(&dir, 0)).unwrap();
+    assert_eq!(report.losses.len(), 60);
+    let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;
+    let (first, last) = (mean(&report.losses[..10]), mean(&report.losses[50..]));
+    assert!(last < 0.6 * first, "loss went from {first} to {last}");
+    // The run wrote its artefacts.
+    assert!(dir.join("loss.png").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("loss.csv")).unwrap().lines().count(), 61);
+    assert_eq!(Checkpoint::load(&dir.join("checkpoint.gendi")).unwrap().state.step, 60);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
+    let data = mnist(64);
+    let config = TrainConfig { batch_size: 8, steps: 6, warmup_steps: 2, ..TrainConfig::default() };
+    let device = common::device();
+
+    let straight_dir = run_dir("straight");
+    let mut straight = Trainer::new(config.clone(), &device).unwrap();
+    straight.run(&data, &quiet(&straight_dir, 0)).unwrap();
+
+    let killed_dir = run_dir("killed");
+    let mut killed = Trainer::new(config, &device).unwrap();
+    let options = RunOptions { stop_at: Some(3), ..quiet(&killed_dir, 3) };
+    killed.run(&data, &options).unwrap();
+    let saved = Checkpoint::load(&options.checkpoint_path()).unwrap();
+    drop(killed);
+
+    let mut resumed = Trainer::resume(&options.checkpoint_path(), &device).unwrap();
+    assert_eq!(resumed.state.step, 3);
+    let resumed_optimizer = resumed.checkpoint().unwrap().optimizer;
+    assert_eq!(resumed_optimizer, saved.optimizer, "optimizer state must survive the round trip");
+    resumed.run(&data, &quiet(&killed_dir, 0)).unwrap();
+    assert_eq!(resumed.state.step, 6);
+    assert_eq!(resumed.state.rng, straight.state.rng, "the RNG continues where it stopped");
+
+    let a = straight.checkpoint().unwrap();
+    let b = resumed.checkpoint().unwrap();
+    let floats = |bytes: &[u8]| -> Vec<f32> {
+        let model = gendi::weights::model_from_bytes(&a.state.config.model, bytes, &device).unwrap();
+        let x = common::filled(0.2, [1, 1, 28, 28]);
+        common::values(model.forward(x, &[300], &[Some(2)]))
+    };
+    let diff = common::max_abs_diff(&floats(&a.model), &floats(&b.model));
+    assert!(diff < 1e-4, "resumed run differs from the uninterrupted one by {diff}");
+    let diff = common::max_abs_diff(&floats(&a.ema), &floats(&b.ema));
+    assert!(diff < 1e-4, "resumed EMA differs by {diff}");
+    // The loss log has each step once.
+    let csv = std::fs::read_to_string(killed_dir.join("loss.csv")).unwrap();
+    let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(steps, ["1", "2", "3", "4", "5", "6"]);
+    std::fs::remove_dir_all(straight_dir).unwrap();
+    std::fs::remove_dir_all(killed_dir).unwrap();
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let data = mnist(32);
+    // An infinite learning rate wrecks the weights at the first update, so step 2's loss is NaN.
+    let config = TrainConfig { batch_size: 8, steps: 5, warmup_steps: 1, learning_rate: f64::INFINITY, ..TrainConfig::default() };
+    let dir = run_dir("nan");
+    let mut trainer = Trainer::new(config, &common::device()).unwrap();
+    let err = trainer.run(&data, &quiet(&dir, 1)).unwrap_err();
+    match &err {
+        TrainError::NonFinite { step, kept, .. } => {
+            assert_eq!(*kept, Some(step - 1));
+        }
+        other => panic!("expected a non-finite loss error, got {other}"),
+    }
+    assert!(err.to_string().contains("last good checkpoint"));
+    let kept = Checkpoint::load(&dir.join("checkpoint.gendi")).unwrap();
+    assert!(kept.state.step >= 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_truncated_checkpoint_is_an_error_not_a_panic() {
+    let data = mnist(16);
+    let config = TrainConfig { batch_size: 8, steps: 1, ..TrainConfig::default() };
+    let dir = run_dir("truncated");
+    Trainer::new(config, &common::device()).unwrap().run(&data, &quiet(&dir, 1)).unwrap();
+    let path = dir.join("checkpoint.gendi");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let err = Trainer::resume(&path, &common::device()).err().unwrap();
+    assert!(err.to_string().contains("corrupted or truncated"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn missing_mnist_files_say_how_to_fetch_them() {
+    let err = Mnist::load(std::path::Path::new("/nonexistent/mnist"), Split::Train).unwrap_err();
+    assert!(err.to_string().contains("gendi data"), "{err}");
+}
+
+#[test]
+fn a_truncated_mnist_file_fails_its_checksum() {
+    let dir = run_dir("mnist-cut");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = common::mnist_dir();
+    for (name, _) in gendi::data::MNIST_FILES {
+        std::fs::copy(src.join(name), dir.join(name)).unwrap();
+    }
+    let images = dir.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&images).unwrap();
+    std::fs::write(&images, &bytes[..bytes.len() - 784]).unwrap();
+    let err = Mnist::load(&dir, Split::Train).unwrap_err();
+    assert!(err.to_string().contains("corrupted or truncated"), "{err}");
+    assert!(Mnist::load(&dir, Split::Test).is_ok());
+    std::fs::remove_dir_all(dir).unwrap();
+}

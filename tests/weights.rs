@@ -1,0 +1,103 @@
+//! Export → load round trip, and every way a weights file can be wrong.
+
+mod common;
+
+use burn::module::Module;
+use gendi::model::UNetConfig;
+use gendi::native::export::{load_exported, write_weights};
+use gendi::schedule::ScheduleConfig;
+use gendi::weights::{self, FORMAT_VERSION, WeightsError, parse_manifest};
+
+fn exported() -> (weights::Manifest, Vec<u8>, gendi::model::UNet) {
+    let config = UNetConfig::default();
+    let model = config.init(&common::device());
+    let bytes = weights::model_to_bytes(&model).unwrap();
+    let manifest = weights::manifest_for(&config, ScheduleConfig::default(), model.num_params(), 12, true, &bytes);
+    (manifest, bytes, model)
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gendi-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn export_then_load_gives_bit_identical_outputs() {
+    let (manifest, bytes, model) = exported();
+    let dir = temp_dir("roundtrip");
+    write_weights(&manifest, &bytes, &dir).unwrap();
+    let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
+    assert_eq!(loaded_manifest, manifest);
+    let mut rng = gendi::rng::NoiseRng::new(1);
+    let x = rng.normal_tensor([2, 1, 28, 28], &common::device());
+    let a = common::values(model.forward(x.clone(), &[10, 900], &[Some(4), None]));
+    let b = common::values(loaded.forward(x, &[10, 900], &[Some(4), None]));
+    assert_eq!(a, b, "outputs must be bit-identical");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn manifest_records_length_hash_and_version() {
+    let (manifest, bytes, _) = exported();
+    assert_eq!(manifest.format_version, FORMAT_VERSION);
+    assert_eq!(manifest.weights.bytes, bytes.len());
+    assert_eq!(manifest.weights.sha256.len(), 64);
+    let json = serde_json::to_string(&manifest).unwrap();
+    assert_eq!(parse_manifest(&json).unwrap(), manifest);
+}
+
+#[test]
+fn truncated_weights_are_an_error() {
+    let (manifest, bytes, _) = exported();
+    let cut = &bytes[..bytes.len() / 2];
+    let err = weights::load_model(&manifest, cut, &common::device()).err().unwrap();
+    assert!(matches!(err, WeightsError::Length { .. }), "{err}");
+    assert!(err.to_string().contains("truncated"));
+    // Even with a manifest that agrees with the cut bytes, decoding fails cleanly.
+    let lying = weights::manifest_for(&manifest.model, manifest.schedule, manifest.parameters, 0, true, cut);
+    let err = weights::load_model(&lying, cut, &common::device()).err().unwrap();
+    assert!(matches!(err, WeightsError::Record(_)), "{err}");
+}
+
+#[test]
+fn a_flipped_byte_fails_the_checksum() {
+    let (manifest, mut bytes, _) = exported();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    let err = weights::load_model(&manifest, &bytes, &common::device()).err().unwrap();
+    assert!(matches!(err, WeightsError::Checksum { .. }), "{err}");
+}
+
+#[test]
+fn a_manifest_whose_config_does_not_match_is_an_error() {
+    let (manifest, bytes, _) = exported();
+    let mut wrong = manifest.clone();
+    wrong.model.base_channels = 64;
+    let err = weights::load_model(&wrong, &bytes, &common::device()).err().unwrap();
+    assert!(matches!(err, WeightsError::Record(_)), "{err}");
+    let mut wrong = manifest;
+    wrong.model.blocks_per_level = 1;
+    let err = weights::load_model(&wrong, &bytes, &common::device()).err().unwrap();
+    assert!(matches!(err, WeightsError::Record(_)), "{err}");
+}
+
+#[test]
+fn unknown_versions_and_broken_manifests_are_errors() {
+    let (manifest, _, _) = exported();
+    let mut value = serde_json::to_value(&manifest).unwrap();
+    value["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
+    let err = parse_manifest(&value.to_string()).unwrap_err();
+    assert_eq!(err, WeightsError::UnsupportedVersion(FORMAT_VERSION + 1));
+    assert!(matches!(parse_manifest("{\"format_version\": 1"), Err(WeightsError::Manifest(_))));
+    let mut value = serde_json::to_value(&manifest).unwrap();
+    value["model"]["groups"] = serde_json::json!(5);
+    assert!(matches!(parse_manifest(&value.to_string()), Err(WeightsError::UnsupportedModel(_))));
+}
+
+#[test]
+fn a_missing_manifest_is_an_error_that_names_the_file() {
+    let dir = temp_dir("missing");
+    let err = load_exported(&dir, &common::device()).err().unwrap();
+    assert!(err.to_string().contains("manifest.json"), "{err}");
+}
