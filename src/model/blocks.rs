@@ -2,7 +2,7 @@
 //! down- and up-sampling.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -152,24 +152,24 @@ impl Downsample {
     }
 }
 
-/// Doubles the resolution with a stride-2 4×4 transposed convolution.
+/// Doubles the resolution: nearest-neighbour upsampling, then a 3×3 convolution (Ho et al.).
 #[derive(Module, Debug)]
 pub struct Upsample {
-    conv: ConvTranspose2d,
+    conv: Conv2d,
 }
 
 impl Upsample {
     pub fn new(channels: usize, device: &Device) -> Self {
-        Self {
-            conv: ConvTranspose2dConfig::new([channels, channels], [4, 4])
-                .with_stride([2, 2])
-                .with_padding([1, 1])
-                .init(device),
-        }
+        Self { conv: conv3x3(channels, channels, device) }
     }
 
     /// [B, C, H, W] → [B, C, 2H, 2W]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        let [batch, channels, height, width] = x.dims();
+        let doubled = x
+            .reshape([batch, channels, height, 1, width, 1])
+            .expand([batch, channels, height, 2, width, 2])
+            .reshape([batch, channels, 2 * height, 2 * width]);
+        self.conv.forward(doubled)
     }
 }

@@ -56,7 +56,7 @@ pub fn run(device: &Device, device_name: &str, train_steps: usize, sample_steps:
     let schedule = NoiseSchedule::new(Default::default());
     let sampler = Sampler::new(schedule, SamplerKind::Ddpm { variance: DdpmVariance::PosteriorBeta })
         .expect("DDPM over T steps is valid");
-    let mut per_step = |count: usize| {
+    let per_step = |count: usize| {
         let request = GenerationRequest { count, seed: 1, digit: None, guidance: 0.0 };
         let mut generation = Generation::new(sampler.clone(), &request, device);
         let mut run = |steps: usize| {

@@ -101,7 +101,11 @@ impl std::fmt::Display for TrainError {
             Self::Io(p, e) => write!(f, "cannot write {}: {e}", p.display()),
             Self::Config(m) => write!(f, "invalid training settings: {m}"),
             Self::NonFinite { step, loss, kept } => {
-                write!(f, "the loss became {loss} at step {step}; training stopped. ")?;
+                if loss.is_nan() && *kept != Some(*step) {
+                    write!(f, "the loss or the weights became NaN at step {step}; training stopped. ")?;
+                } else {
+                    write!(f, "the loss became {loss} at step {step}; training stopped. ")?;
+                }
                 match kept {
                     Some(k) => write!(f, "The last good checkpoint (step {k}) is kept: resume with a lower --lr."),
                     None => write!(f, "No checkpoint was written yet: restart with a lower --lr."),
@@ -199,7 +203,14 @@ impl Trainer {
         })
     }
 
+    /// Writes a checkpoint, unless the weights are no longer finite: an update can turn them to
+    /// NaN before any loss shows it, and such a checkpoint must not replace the last good one.
     fn save_checkpoint(&mut self, options: &RunOptions) -> Result<(), TrainError> {
+        let mut check = FiniteCheck(true);
+        self.model.valid().visit(&mut check);
+        if !check.0 {
+            return Err(TrainError::NonFinite { step: self.state.step, loss: f32::NAN, kept: self.last_checkpoint });
+        }
         self.checkpoint()?.save(&options.checkpoint_path())?;
         self.last_checkpoint = Some(self.state.step);
         Ok(())
@@ -336,7 +347,7 @@ impl Trainer {
             };
             let mut generation = Generation::new(sampler.clone(), &request, &self.device);
             while generation.step(&self.ema).map_err(std::io::Error::other)?.is_some() {}
-            let values: Vec<f32> = generation.sample().clone().into_data().to_vec().map_err(std::io::Error::other)?;
+            let values: Vec<f32> = generation.sample().clone().into_data().try_to_vec::<f32>().map_err(std::io::Error::other)?;
             pixels.extend(to_pixels(&values));
         }
         images::grid(&pixels, 10, 2).save(path)
@@ -407,6 +418,18 @@ impl ModuleVisitor for FlatParams {
         let value = param.val();
         let count = value.shape().num_elements();
         self.0.push(value.reshape([count]));
+    }
+}
+
+/// Whether every float parameter is finite.
+struct FiniteCheck(bool);
+
+impl ModuleVisitor for FiniteCheck {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.0 {
+            let total: f32 = param.val().abs().sum().into_scalar();
+            self.0 = total.is_finite();
+        }
     }
 }
 

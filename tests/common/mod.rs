@@ -13,7 +13,7 @@ pub fn filled(value: f32, shape: [usize; 4]) -> Tensor<4> {
 }
 
 pub fn values(tensor: Tensor<4>) -> Vec<f32> {
-    tensor.into_data().to_vec().expect("f32 tensor")
+    tensor.into_data().try_to_vec::<f32>().expect("f32 tensor")
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# GENDI's one entry point: set up a fresh Debian machine, build the native CLI and the wasm
+# module, serve the page, run every test.
+#
+#   ./build.sh            set up what is missing, build, serve www/ on http://127.0.0.1:8000
+#   ./build.sh test       set up what is missing, build, run the Rust and browser tests
+#   ./build.sh setup      install tools, fetch MNIST, build the CLI and www/pkg/
+#   ./build.sh wasm       rebuild www/pkg/ only
+#   ./build.sh bench-web  measure the page in headless Chromium (prints JSON)
+#
+# Heavy build outputs live outside the clone (GENDI_CACHE, default ~/.cache/gendi) so that
+# they survive between checkouts; everything still builds from empty caches.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT="$PWD"
+CACHE="${GENDI_CACHE:-$HOME/.cache/gendi}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+WASM_TARGET_DIR="$CACHE/target-wasm"
+NODE_DIR="$CACHE/node"
+PORT="${PORT:-8000}"
+BINARYEN_VERSION=132
+PLAYWRIGHT_VERSION=1.64.1
+
+say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]}"
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup_tools() {
+  command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) first"
+  # chromium: browser tests; rustc-web & co: a wasm32 standard library where rustup cannot add it.
+  local pkgs=(nodejs npm chromium pkg-config)
+  rustup_has_wasm || pkgs+=(rustc-web cargo-web rust-web-src)
+  apt_install "${pkgs[@]}"
+  if [ ! -x "$NODE_DIR/node_modules/.bin/wasm-opt" ] || [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
+    say "installing binaryen@$BINARYEN_VERSION and playwright-core@$PLAYWRIGHT_VERSION from npm into $NODE_DIR"
+    mkdir -p "$NODE_DIR"
+    (cd "$NODE_DIR" && [ -f package.json ] || echo '{"private":true}' > package.json)
+    (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund "binaryen@$BINARYEN_VERSION" "playwright-core@$PLAYWRIGHT_VERSION")
+  fi
+}
+
+rustup_has_wasm() {
+  command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' && return 0
+  # On a normal machine with network access this installs it; here it fails fast.
+  command -v rustup >/dev/null && timeout 60 rustup target add wasm32-unknown-unknown >/dev/null 2>&1
+}
+
+build_native() {
+  say "building the gendi CLI (release)"
+  cargo build --release --bin gendi
+}
+
+gendi() { "$CARGO_TARGET_DIR/release/gendi" "$@"; }
+
+fetch_data() {
+  gendi data
+}
+
+wasm_bindgen_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+build_wasm() {
+  local version; version="$(wasm_bindgen_version)"
+  [ -n "$version" ] || die "wasm-bindgen is not in Cargo.lock"
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
+    say "installing wasm-bindgen-cli $version (matches Cargo.lock)"
+    cargo install --quiet --locked wasm-bindgen-cli --version "$version"
+  fi
+  say "building the wasm module"
+  local wasm
+  if rustup_has_wasm; then
+    CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo build --lib --target wasm32-unknown-unknown --profile wasm-release
+  else
+    # Debian's rustc-web ships the std source: build std for wasm32 ourselves (see README).
+    local lld; lld="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
+    [ -x "$lld" ] || lld="$(command -v rust-lld || command -v wasm-ld || true)"
+    [ -n "$lld" ] || die "no wasm linker found (rust-lld or wasm-ld)"
+    PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$lld" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
+      /usr/bin/cargo build -Zbuild-std=std,panic_abort --lib --target wasm32-unknown-unknown --profile wasm-release
+  fi
+  wasm="$WASM_TARGET_DIR/wasm32-unknown-unknown/wasm-release/gendi.wasm"
+  rm -rf www/pkg && mkdir -p www/pkg
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg "$wasm"
+  say "shrinking with wasm-opt (binaryen $BINARYEN_VERSION)"
+  "$NODE_DIR/node_modules/.bin/wasm-opt" -Oz --enable-reference-types --enable-bulk-memory \
+    --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-multivalue \
+    --enable-simd www/pkg/gendi_bg.wasm -o www/pkg/gendi_bg.wasm
+  say "www/pkg/gendi_bg.wasm: $(stat -c %s www/pkg/gendi_bg.wasm) bytes, $(gzip -9 -c www/pkg/gendi_bg.wasm | wc -c) gzipped"
+}
+
+wasm_is_stale() {
+  [ -f www/pkg/gendi_bg.wasm ] || return 0
+  [ -n "$(find src Cargo.toml Cargo.lock -newer www/pkg/gendi_bg.wasm -print -quit)" ]
+}
+
+setup() {
+  setup_tools
+  build_native
+  fetch_data
+  if wasm_is_stale; then build_wasm; fi
+  [ -f www/weights/manifest.json ] || die "www/weights/ has no weights: train and run 'gendi export' (see README)"
+}
+
+serve() {
+  say "serving www/ on http://127.0.0.1:$PORT (Ctrl-C to stop)"
+  cd www && exec python3 - "$PORT" <<'PY'
+import http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      '.wasm': 'application/wasm', '.js': 'text/javascript', '.mjs': 'text/javascript',
+                      '.json': 'application/json', '.bpk': 'application/octet-stream'}
+    def end_headers(self):
+        self.send_header('Cache-Control', 'no-cache')
+        super().end_headers()
+http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), Handler).serve_forever()
+PY
+}
+
+run_tests() {
+  say "Rust tests (release profile: training steps are too slow unoptimised)"
+  cargo test --release
+  say "browser tests (headless Chromium, WebGPU on SwiftShader)"
+  NODE_PATH="$NODE_DIR/node_modules" GENDI_BIN="$CARGO_TARGET_DIR/release/gendi" node --test tests/browser/
+}
+
+case "${1:-serve}" in
+  serve) setup; serve ;;
+  setup) setup ;;
+  test) setup; run_tests ;;
+  wasm) setup_tools; build_wasm ;;
+  bench-web) setup; NODE_PATH="$NODE_DIR/node_modules" node tests/browser/bench.mjs ;;
+  -h|--help|help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (try ./build.sh help)" ;;
+esac

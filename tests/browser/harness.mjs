@@ -1,0 +1,76 @@
+// Shared by the browser tests and the web benchmark: a static server for www/ on loopback and
+// headless Chromium with WebGPU on SwiftShader (flags from shared/TOOLCHAIN.md).
+import { createServer } from 'node:http';
+import { readFile, stat } from 'node:fs/promises';
+import { join, extname, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+// Installed by build.sh into $GENDI_CACHE/node and found through NODE_PATH.
+const { chromium } = require('playwright-core');
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const WWW = join(ROOT, 'www');
+export const ARTIFACTS = join(ROOT, 'tests', 'browser', 'artifacts');
+
+const MIME = {
+  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.json': 'application/json', '.wasm': 'application/wasm', '.bpk': 'application/octet-stream', '.png': 'image/png',
+};
+
+/** Serves www/ on 127.0.0.1 at a free port. Resolves to { url, close }. */
+export function serveWww() {
+  const server = createServer(async (req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+    let file = join(WWW, path);
+    try {
+      if ((await stat(file)).isDirectory()) file = join(file, 'index.html');
+      const body = await readFile(file);
+      res.writeHead(200, { 'Content-Type': MIME[extname(file)] ?? 'application/octet-stream', 'Cache-Control': 'no-cache' });
+      res.end(body);
+    } catch {
+      res.writeHead(404, { 'Content-Type': 'text/plain' });
+      res.end('not found');
+    }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    resolve({ url: `http://127.0.0.1:${server.address().port}/`, close: () => new Promise((r) => server.close(r)) });
+  }));
+}
+
+export const CHROMIUM_ARGS = [
+  '--enable-unsafe-webgpu', '--use-angle=swiftshader', '--enable-features=Vulkan', '--use-vulkan=swiftshader',
+  '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync',
+];
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium',
+    headless: true,
+    args: CHROMIUM_ARGS,
+  });
+}
+
+/** A fresh context and page; every request that leaves the test server is recorded and refused. */
+export async function openPage(browser, server) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const external = [];
+  await context.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(server.url) || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+    external.push(url);
+    return route.abort();
+  });
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  return { context, page, external, consoleErrors };
+}
+
+/** Waits for the page to leave the loading state; returns 'ready' or 'error'. */
+export async function waitLoaded(page, timeout = 180_000) {
+  await page.waitForFunction(() => ['ready', 'error'].includes(window.gendi?.state), null, { timeout, polling: 200 });
+  return page.evaluate(() => window.gendi.state);
+}

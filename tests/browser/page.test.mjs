@@ -1,0 +1,135 @@
+// The page in a real browser: real shipped weights, WebGPU (SwiftShader) and the CPU backend,
+// every step drawn, both backends equal to the native sampler, and clear errors for bad files.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, WWW } from './harness.mjs';
+
+const RUN = { count: 1, seed: 1234, digit: 3, sampler: 'ddim', steps: 10, guidance: 2 };
+const STEPS_CHECKED = 3;
+let server, browser, reference;
+
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  // The native sampler's x_t after each of the first steps, from the same shipped weights.
+  const out = join(mkdtempSync(join(tmpdir(), 'gendi-ref-')), 'reference.json');
+  const bin = process.env.GENDI_BIN ?? 'gendi';
+  execFileSync(bin, ['reference', '--out', out, '--count', String(RUN.count), '--seed', String(RUN.seed),
+    '--digit', String(RUN.digit), '--guidance', String(RUN.guidance), '--steps', String(RUN.steps),
+    '--record', String(STEPS_CHECKED), '--weights', join(WWW, 'weights')], { stdio: 'inherit' });
+  reference = JSON.parse(readFileSync(out, 'utf8'));
+  server = await serveWww();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+function query(backend) {
+  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: RUN.digit, sampler: RUN.sampler, steps: RUN.steps, guidance: RUN.guidance });
+  return `${server.url}?${p}`;
+}
+
+// Runs STEPS_CHECKED steps; returns, per step, what the canvas showed and the raw x_t.
+async function runSteps(page) {
+  await page.evaluate((n) => {
+    window.__frames = [];
+    window.addEventListener('gendi-frame', (event) => {
+      if (window.__frames.length >= n) return;
+      window.__frames.push({
+        step: event.detail.step,
+        t: event.detail.t,
+        canvas: document.getElementById('xt').toDataURL(),
+        prediction: document.getElementById('x0').toDataURL(),
+        xt: Array.from(event.detail.xtRaw),
+      });
+      if (window.__frames.length === n) document.getElementById('stop').click();
+    });
+  }, STEPS_CHECKED);
+  await page.click('#start');
+  await page.waitForFunction((n) => window.__frames.length >= n, STEPS_CHECKED, { timeout: 300_000, polling: 250 });
+  return page.evaluate(() => window.__frames);
+}
+
+function maxAbsDiff(a, b) {
+  assert.equal(a.length, b.length);
+  return a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+}
+
+const results = {};
+
+for (const backend of ['webgpu', 'cpu']) {
+  test(`${backend}: real weights load, every step is drawn, x_t matches the native sampler`, { timeout: 600_000 }, async () => {
+    const { context, page, external, consoleErrors } = await openPage(browser, server);
+    try {
+      await page.goto(query(backend));
+      assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+      const info = await page.evaluate(() => ({ backend: window.gendi.backend, adapter: window.gendi.adapter }));
+      assert.equal(info.backend, backend);
+      assert.ok(info.adapter.length > 0, 'the adapter name is shown');
+      assert.equal(await page.textContent('#stat-backend'), backend === 'webgpu' ? 'WebGPU' : 'CPU');
+
+      const frames = await runSteps(page);
+      assert.deepEqual(frames.map((f) => f.t), reference.timesteps.slice(0, STEPS_CHECKED));
+      for (let i = 1; i < frames.length; i++) {
+        assert.notEqual(frames[i].canvas, frames[i - 1].canvas, `the x_t canvas changed at step ${i + 1}`);
+        assert.notEqual(frames[i].prediction, frames[i - 1].prediction, `the x̂0 canvas changed at step ${i + 1}`);
+      }
+      frames.forEach((frame, i) => {
+        const diff = maxAbsDiff(frame.xt, reference.steps[i]);
+        assert.ok(diff < 2e-3, `${backend} step ${i + 1}: x_t differs from native by ${diff}`);
+      });
+      results[backend] = frames;
+      await page.screenshot({ path: join(ARTIFACTS, `page-${backend}.png`), fullPage: true });
+      assert.deepEqual(external, [], 'the page made no request outside its own server');
+      assert.deepEqual(consoleErrors, []);
+    } finally {
+      await context.close();
+    }
+  });
+}
+
+test('the CPU backend and WebGPU give the same x_t for the same seed', () => {
+  assert.ok(results.webgpu && results.cpu, 'both backend tests ran');
+  results.cpu.forEach((frame, i) => {
+    const diff = maxAbsDiff(frame.xt, results.webgpu[i].xt);
+    assert.ok(diff < 2e-3, `step ${i + 1}: CPU and WebGPU differ by ${diff}`);
+  });
+});
+
+test('a corrupted weights file shows an error in the page', { timeout: 300_000 }, async () => {
+  const { context, page } = await openPage(browser, server);
+  try {
+    const good = readFileSync(join(WWW, 'weights', 'gendi.bpk'));
+    const bad = Buffer.from(good);
+    bad[bad.length >> 1] ^= 0xff;
+    await page.route('**/weights/gendi.bpk', (route) => route.fulfill({ status: 200, body: bad, contentType: 'application/octet-stream' }));
+    await page.goto(`${server.url}?backend=cpu`);
+    assert.equal(await waitLoaded(page), 'error');
+    const text = await page.textContent('#error');
+    assert.match(text, /corrupted/);
+    assert.ok(await page.isVisible('#error'));
+    await page.screenshot({ path: join(ARTIFACTS, 'error-corrupted.png') });
+  } finally {
+    await context.close();
+  }
+});
+
+test('a missing manifest shows an error in the page', { timeout: 300_000 }, async () => {
+  const { context, page } = await openPage(browser, server);
+  try {
+    await page.route('**/weights/manifest.json', (route) => route.fulfill({ status: 404, body: 'not found' }));
+    await page.goto(`${server.url}?backend=cpu`);
+    assert.equal(await waitLoaded(page), 'error');
+    const text = await page.textContent('#error');
+    assert.match(text, /manifest/);
+    assert.match(text, /404/);
+  } finally {
+    await context.close();
+  }
+});

@@ -1,0 +1,239 @@
+// The page: controls, the worker that runs the model, and the canvases every step is drawn to.
+const $ = (id) => document.getElementById(id);
+const SIDE = 28;
+const params = new URLSearchParams(location.search);
+
+const ui = {
+  backend: $('backend'), count: $('count'), digit: $('digit'), guidance: $('guidance'),
+  sampler: $('sampler'), steps: $('steps'), seed: $('seed'), start: $('start'), stop: $('stop'),
+};
+
+// State visible to people reading the DOM and to the browser tests.
+const gendi = (window.gendi = { state: 'loading', backend: null, adapter: null, framesDrawn: 0, lastFrame: null, error: null });
+
+function setState(state) {
+  gendi.state = state;
+  document.body.dataset.state = state;
+  ui.start.disabled = state !== 'ready';
+  ui.stop.disabled = state !== 'running';
+  ui.backend.disabled = state === 'running' || state === 'loading';
+}
+
+function showError(message, actions = []) {
+  gendi.error = message;
+  $('error-text').textContent = message;
+  const box = $('error-actions');
+  box.replaceChildren(...actions.map(([label, onClick]) => {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = label;
+    button.addEventListener('click', () => { $('error').hidden = true; onClick(); });
+    return button;
+  }));
+  $('error').hidden = false;
+  $('loading').hidden = true;
+  document.body.dataset.error = 'true';
+}
+
+function clearError() {
+  gendi.error = null;
+  $('error').hidden = true;
+  delete document.body.dataset.error;
+}
+
+function notice(message) {
+  $('notice').textContent = message;
+  $('notice').hidden = !message;
+}
+
+window.addEventListener('error', (event) => showError(`Unexpected error: ${event.message}`));
+window.addEventListener('unhandledrejection', (event) => { event.preventDefault(); showError(`Unexpected error: ${event.reason?.message ?? event.reason}`); });
+
+// ---- Controls ------------------------------------------------------------------------------
+
+function randomSeed() {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
+function applyUrlParams() {
+  for (const key of ['backend', 'count', 'digit', 'sampler', 'steps', 'seed', 'guidance']) {
+    if (params.has(key)) ui[key].value = params.get(key);
+  }
+  if (!ui.seed.value) ui.seed.value = randomSeed();
+}
+
+function syncControls() {
+  $('guidance-value').textContent = Number(ui.guidance.value).toFixed(1);
+  const anyDigit = Number(ui.digit.value) < 0;
+  ui.guidance.disabled = anyDigit;
+  $('guidance-label').title = anyDigit ? 'Guidance applies when a digit is chosen' : '';
+  $('steps-label').hidden = ui.sampler.value !== 'ddim';
+}
+
+function readParams() {
+  const count = Number(ui.count.value);
+  if (!Number.isInteger(count) || count < 1 || count > 64) throw new Error('Digits must be a whole number from 1 to 64.');
+  const steps = Number(ui.steps.value);
+  if (ui.sampler.value === 'ddim' && (!Number.isInteger(steps) || steps < 1 || steps > 1000)) throw new Error('DDIM steps must be a whole number from 1 to 1000.');
+  const seed = Number(ui.seed.value);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error('The seed must be a whole number ≥ 0.');
+  return {
+    count, steps, seed,
+    digit: Number(ui.digit.value),
+    guidance: Number(ui.guidance.value),
+    sampler: ui.sampler.value,
+    eta: 0,
+  };
+}
+
+// ---- Drawing -------------------------------------------------------------------------------
+
+function layout(count) {
+  const columns = Math.ceil(Math.sqrt(count));
+  return { columns, rows: Math.ceil(count / columns) };
+}
+
+function prepareCanvas(canvas, count) {
+  const { columns, rows } = layout(count);
+  canvas.width = columns * (SIDE + 1) + 1;
+  canvas.height = rows * (SIDE + 1) + 1;
+  const context = canvas.getContext('2d');
+  context.fillStyle = '#222';
+  context.fillRect(0, 0, canvas.width, canvas.height);
+}
+
+// Draws count 28×28 grayscale digits (8-bit pixels, one after another) as a grid.
+function drawDigits(canvas, pixels, count) {
+  const { columns } = layout(count);
+  const context = canvas.getContext('2d');
+  const image = context.createImageData(SIDE, SIDE);
+  for (let i = 0; i < count; i++) {
+    for (let p = 0; p < SIDE * SIDE; p++) {
+      const v = pixels[i * SIDE * SIDE + p];
+      image.data[4 * p] = v; image.data[4 * p + 1] = v; image.data[4 * p + 2] = v; image.data[4 * p + 3] = 255;
+    }
+    context.putImageData(image, 1 + (i % columns) * (SIDE + 1), 1 + Math.floor(i / columns) * (SIDE + 1));
+  }
+}
+
+// ---- Worker --------------------------------------------------------------------------------
+
+let worker = null;
+let currentBackend = null;
+let timing = null;
+
+async function webgpuAvailable() {
+  if (!navigator.gpu) return { ok: false, why: 'this browser does not expose WebGPU (navigator.gpu is missing)' };
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    return adapter ? { ok: true } : { ok: false, why: 'WebGPU found no usable GPU adapter' };
+  } catch (e) {
+    return { ok: false, why: `WebGPU failed to start (${e.message})` };
+  }
+}
+
+async function chooseBackend() {
+  const wanted = ui.backend.value;
+  if (wanted === 'cpu') { notice(''); return 'cpu'; }
+  const gpu = await webgpuAvailable();
+  if (gpu.ok) { notice(''); return 'webgpu'; }
+  notice(`Running on the CPU: ${gpu.why}. Generation works, only slower.`);
+  if (wanted === 'webgpu') ui.backend.value = 'cpu';
+  return 'cpu';
+}
+
+function startWorker(backend) {
+  if (worker) worker.terminate();
+  currentBackend = backend;
+  setState('loading');
+  clearError();
+  $('loading').hidden = false;
+  $('load-label').textContent = 'Loading the model…';
+  $('load-progress').removeAttribute('value');
+  worker = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
+  worker.onmessage = ({ data }) => handlers[data.type]?.(data);
+  worker.onerror = (event) => {
+    event.preventDefault();
+    setState('error');
+    showError(`The WebAssembly worker failed to start: ${event.message || 'see the browser console'}. ` +
+      'Was ./build.sh run, so that www/pkg/ exists?', [['Retry', () => startWorker(currentBackend)]]);
+  };
+  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href });
+}
+
+const handlers = {
+  progress({ received, total, cached }) {
+    const bar = $('load-progress');
+    bar.max = total; bar.value = received;
+    const mb = (n) => (n / 1e6).toFixed(2);
+    $('load-label').textContent = cached ? `Weights from the browser cache (${mb(total)} MB)` : `Downloading weights: ${mb(received)} of ${mb(total)} MB`;
+  },
+  ready({ backend, adapter, info }) {
+    gendi.backend = backend; gendi.adapter = adapter; gendi.T = info.timesteps;
+    $('loading').hidden = true;
+    $('stat-backend').textContent = backend === 'webgpu' ? 'WebGPU' : 'CPU';
+    $('stat-adapter').textContent = adapter;
+    $('model-info').textContent = `U-Net with ${info.parameters.toLocaleString('en')} parameters, ` +
+      `trained for ${info.trainingSteps.toLocaleString('en')} steps, T = ${info.timesteps}. Weights ${(info.bytes / 1e6).toFixed(2)} MB, SHA-256 ${info.sha256.slice(0, 12)}…`;
+    ui.digit.disabled = !info.conditional;
+    setState('ready');
+    if (params.has('autostart')) generate();
+  },
+  started({ total, params: p }) {
+    prepareCanvas($('xt'), p.count);
+    prepareCanvas($('x0'), p.count);
+    timing = { started: performance.now(), total };
+    $('stat-step').textContent = `0 / ${total}`;
+  },
+  frame(frame) {
+    drawDigits($('xt'), frame.xt, frame.count);
+    drawDigits($('x0'), frame.x0, frame.count);
+    gendi.framesDrawn += 1;
+    gendi.lastFrame = { t: frame.t, step: frame.step, total: frame.total };
+    const elapsed = (performance.now() - timing.started) / 1000;
+    $('stat-step').textContent = `${frame.step} / ${frame.total}`;
+    $('stat-t').textContent = `${frame.t} / ${gendi.T}`;
+    $('stat-ms').textContent = frame.ms.toFixed(1);
+    $('stat-rate').textContent = (frame.step / elapsed).toFixed(1);
+    window.dispatchEvent(new CustomEvent('gendi-frame', { detail: { t: frame.t, step: frame.step, total: frame.total, ms: frame.ms, xtRaw: frame.xtRaw } }));
+  },
+  done({ seconds }) {
+    $('stat-rate').textContent += ` (${seconds.toFixed(1)} s total)`;
+    setState('ready');
+    window.dispatchEvent(new CustomEvent('gendi-done'));
+  },
+  stopped() { setState('ready'); },
+  error({ message, context }) {
+    setState('error');
+    const actions = [];
+    if (currentBackend === 'webgpu') {
+      actions.push(['Switch to the CPU backend', () => { ui.backend.value = 'cpu'; startWorker('cpu'); }]);
+    }
+    actions.push(['Retry', () => startWorker(currentBackend)]);
+    const prefix = context === 'generate' && currentBackend === 'webgpu'
+      ? 'The GPU stopped responding (the WebGPU device may have been lost): '
+      : context === 'load' ? 'The model could not be loaded: ' : '';
+    showError(prefix + message, actions);
+  },
+};
+
+function generate() {
+  let p;
+  try { p = readParams(); } catch (e) { showError(e.message); return; }
+  clearError();
+  gendi.framesDrawn = 0;
+  setState('running');
+  worker.postMessage({ type: 'generate', params: p });
+}
+
+// ---- Wiring --------------------------------------------------------------------------------
+
+$('controls').addEventListener('submit', (event) => { event.preventDefault(); generate(); });
+ui.stop.addEventListener('click', () => worker.postMessage({ type: 'stop' }));
+$('reseed').addEventListener('click', () => { ui.seed.value = randomSeed(); });
+for (const control of [ui.guidance, ui.digit, ui.sampler]) control.addEventListener('input', syncControls);
+ui.backend.addEventListener('change', async () => startWorker(await chooseBackend()));
+
+applyUrlParams();
+syncControls();
+chooseBackend().then(startWorker);

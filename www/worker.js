@@ -1,0 +1,121 @@
+// Runs the WebAssembly model off the main thread: loads and verifies the weights, then streams
+// one message per reverse step. The page stays responsive however slow a step is.
+import init, { Denoiser, checkManifest, formatVersion } from './pkg/gendi.js';
+
+const CACHE = 'gendi-weights';
+let denoiser = null;
+let running = false;
+let stopRequested = false;
+
+const post = (message, transfer = []) => self.postMessage(message, transfer);
+const fail = (error, context) => post({ type: 'error', context, message: String(error && error.message || error) });
+
+async function fetchOk(url, what) {
+  let response;
+  try {
+    response = await fetch(url, { cache: 'no-cache' });
+  } catch (e) {
+    throw new Error(`could not download ${what} (${url}): ${e.message}`);
+  }
+  if (!response.ok) throw new Error(`could not download ${what} (${url}): HTTP ${response.status} ${response.statusText}`);
+  return response;
+}
+
+// Reads a response body, reporting bytes so far against the size the manifest announced.
+async function readWithProgress(response, total) {
+  const reader = response.body.getReader();
+  const chunks = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    received += value.length;
+    post({ type: 'progress', received, total });
+  }
+  const bytes = new Uint8Array(received);
+  let offset = 0;
+  for (const chunk of chunks) { bytes.set(chunk, offset); offset += chunk.length; }
+  return bytes;
+}
+
+// The weights, from the Cache API when this exact file (by SHA-256) was downloaded before.
+async function loadWeights(base, info) {
+  const url = new URL(info.file, base).href;
+  const key = `${url}?sha256=${info.sha256}`;
+  const cache = self.caches ? await caches.open(CACHE).catch(() => null) : null;
+  const cached = cache && await cache.match(key);
+  if (cached) {
+    const bytes = new Uint8Array(await cached.arrayBuffer());
+    post({ type: 'progress', received: bytes.length, total: info.bytes, cached: true });
+    return { bytes, fromCache: true, forget: () => cache.delete(key) };
+  }
+  const bytes = await readWithProgress(await fetchOk(url, 'the weights'), info.bytes);
+  return {
+    bytes,
+    fromCache: false,
+    remember: () => cache && cache.put(key, new Response(bytes.slice())).catch(() => {}),
+  };
+}
+
+async function load({ backend, base }) {
+  denoiser = null;
+  await init();
+  const manifestUrl = new URL('weights/manifest.json', base).href;
+  const manifestText = await (await fetchOk(manifestUrl, 'the model manifest')).text();
+  let info;
+  try {
+    info = checkManifest(manifestText);
+  } catch (e) {
+    throw new Error(`${manifestUrl}: ${e.message} (this page reads format version ${formatVersion()})`);
+  }
+  let weights = await loadWeights(base, info);
+  try {
+    denoiser = await Denoiser.create(manifestText, weights.bytes, backend);
+  } catch (e) {
+    if (!weights.fromCache) throw e;
+    // A cached copy that no longer verifies: forget it and download again.
+    await weights.forget();
+    weights = await loadWeights(base, info);
+    denoiser = await Denoiser.create(manifestText, weights.bytes, backend);
+  }
+  if (weights.remember) await weights.remember();
+  post({ type: 'ready', backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache });
+}
+
+async function generate(params) {
+  if (!denoiser) throw new Error('the model is not loaded yet');
+  const total = denoiser.start(params.count, params.seed, params.digit, params.guidance, params.sampler, params.steps, params.eta ?? 0);
+  running = true;
+  stopRequested = false;
+  post({ type: 'started', total, params });
+  const begun = performance.now();
+  try {
+    for (;;) {
+      if (stopRequested) { post({ type: 'stopped' }); return; }
+      const t0 = performance.now();
+      const frame = await denoiser.step();
+      if (frame === null) break;
+      const ms = performance.now() - t0;
+      post({ type: 'frame', ...frame, ms, count: params.count }, [frame.xt.buffer, frame.x0.buffer, frame.xtRaw.buffer]);
+      // Let a 'stop' message in between steps.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    post({ type: 'done', seconds: (performance.now() - begun) / 1000 });
+  } finally {
+    running = false;
+  }
+}
+
+self.onmessage = async ({ data }) => {
+  try {
+    if (data.type === 'load') await load(data);
+    else if (data.type === 'generate') await generate(data.params);
+    else if (data.type === 'stop') stopRequested = running;
+  } catch (e) {
+    running = false;
+    fail(e, data.type);
+  }
+};
+
+self.addEventListener('unhandledrejection', (event) => { event.preventDefault(); fail(event.reason, 'worker'); });
