@@ -37,7 +37,8 @@ apt_install() {
 setup_tools() {
   command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) first"
   # chromium: browser tests; rustc-web & co: a wasm32 standard library where rustup cannot add it.
-  local pkgs=(nodejs npm chromium pkg-config)
+  local pkgs=(chromium)
+  command -v npm >/dev/null || pkgs+=(nodejs npm)
   rustup_has_wasm || pkgs+=(rustc-web cargo-web rust-web-src)
   apt_install "${pkgs[@]}"
   if [ ! -x "$NODE_DIR/node_modules/.bin/wasm-opt" ] || [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
@@ -74,9 +75,11 @@ build_wasm() {
   [ -n "$version" ] || die "wasm-bindgen is not in Cargo.lock"
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
     say "installing wasm-bindgen-cli $version (matches Cargo.lock)"
-    cargo install --quiet --locked wasm-bindgen-cli --version "$version"
+    cargo install --quiet wasm-bindgen-cli --version "$version"
   fi
   say "building the wasm module"
+  # SIMD128 for burn-flex's CPU kernels in the browser (every current browser has it).
+  export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128"
   local wasm
   if rustup_has_wasm; then
     CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo build --lib --target wasm32-unknown-unknown --profile wasm-release

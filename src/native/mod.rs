@@ -3,6 +3,8 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod classifier;
+pub mod eval;
 pub mod export;
 pub mod images;
 pub mod train;
@@ -27,4 +29,32 @@ impl Backend {
                 .map_err(|e| format!("no usable GPU through wgpu ({e}); use --device cpu")),
         }
     }
+}
+
+/// Generates `count` images in batches of at most `batch`, each batch seeded `seed + index`.
+/// Returns the final x_0 values in [−1, 1] (784 per image), and calls `on_step` after every step.
+pub fn generate_images(
+    model: &crate::model::UNet,
+    sampler: &crate::sampler::Sampler,
+    count: usize,
+    batch: usize,
+    seed: u64,
+    digit: Option<usize>,
+    guidance: f32,
+    device: &Device,
+    mut on_step: impl FnMut(),
+) -> Result<Vec<f32>, String> {
+    use crate::pipeline::{Generation, GenerationRequest};
+    let mut values = Vec::with_capacity(count * crate::data::IMAGE_PIXELS);
+    for (index, start) in (0..count).step_by(batch.max(1)).enumerate() {
+        let n = (count - start).min(batch.max(1));
+        let request = GenerationRequest { count: n, seed: seed + index as u64, digit, guidance };
+        let mut generation = Generation::new(sampler.clone(), &request, device);
+        while generation.step(model).map_err(|e| e.to_string())?.is_some() {
+            on_step();
+        }
+        let data: Vec<f32> = generation.sample().clone().into_data().try_to_vec().map_err(|e| format!("{e:?}"))?;
+        values.extend(data);
+    }
+    Ok(values)
 }

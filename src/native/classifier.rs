@@ -1,0 +1,144 @@
+//! The MNIST classifier that `gendi eval` scores samples with: a small CNN whose 128-wide
+//! penultimate layer gives the features of the Fréchet distance. An evaluation artefact only;
+//! the page never loads it.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::store::ModuleRecord;
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::data::{IMAGE_SIDE, Mnist};
+use crate::rng::NoiseRng;
+
+/// Width of the feature layer.
+pub const FEATURES: usize = 128;
+
+#[derive(Module, Debug)]
+pub struct Classifier {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    conv3: Conv2d,
+    hidden: Linear,
+    output: Linear,
+}
+
+impl Classifier {
+    pub fn new(device: &Device) -> Self {
+        let conv = |i, o, stride| {
+            Conv2dConfig::new([i, o], [3, 3])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
+        Self {
+            conv1: conv(1, 32, 1),
+            conv2: conv(32, 64, 2),
+            conv3: conv(64, 64, 2),
+            hidden: LinearConfig::new(64 * 7 * 7, FEATURES).init(device),
+            output: LinearConfig::new(FEATURES, 10).init(device),
+        }
+    }
+
+    /// # Shapes
+    ///   - images: [batch, 1, 28, 28] in [−1, 1]
+    ///   - output: features [batch, 128] and logits [batch, 10]
+    pub fn forward(&self, images: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let batch = images.dims()[0];
+        let x = relu(self.conv1.forward(images));
+        let x = relu(self.conv2.forward(x)); // [B, 64, 14, 14]
+        let x = relu(self.conv3.forward(x)); // [B, 64, 7, 7]
+        let features = relu(self.hidden.forward(x.reshape([batch, 64 * 7 * 7])));
+        let logits = self.output.forward(features.clone());
+        (features, logits)
+    }
+}
+
+/// What the classifier says about a set of images.
+pub struct Scores {
+    /// [count × 128], row-major, f64 for the statistics.
+    pub features: Vec<f64>,
+    pub predictions: Vec<usize>,
+    /// Max softmax probability per image.
+    pub confidences: Vec<f64>,
+}
+
+impl Classifier {
+    /// Scores images given as values in [−1, 1], 784 per image.
+    pub fn score(&self, images: &[f32], device: &Device) -> Scores {
+        let count = images.len() / (IMAGE_SIDE * IMAGE_SIDE);
+        let mut scores = Scores { features: Vec::new(), predictions: Vec::new(), confidences: Vec::new() };
+        for start in (0..count).step_by(250) {
+            let n = (count - start).min(250);
+            let chunk = images[start * 784..(start + n) * 784].to_vec();
+            let x = Tensor::from_data(TensorData::new(chunk, [n, 1, IMAGE_SIDE, IMAGE_SIDE]), device);
+            let (features, logits) = self.forward(x);
+            let probs: Vec<f32> = softmax(logits, 1).into_data().try_to_vec().expect("f32");
+            let features: Vec<f32> = features.into_data().try_to_vec().expect("f32");
+            scores.features.extend(features.iter().map(|&v| v as f64));
+            for row in probs.chunks(10) {
+                let (best, p) = row.iter().enumerate().fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+                scores.predictions.push(best);
+                scores.confidences.push(p as f64);
+            }
+        }
+        scores
+    }
+}
+
+/// Pixels of `data` as model-range values, all images.
+pub fn images_of(data: &Mnist, indices: &[usize]) -> Vec<f32> {
+    indices
+        .iter()
+        .flat_map(|&i| data.image(i).iter().map(|&p| crate::data::normalize_to_neg_one_to_one(p)))
+        .collect()
+}
+
+/// Trains the classifier on the training split with a fixed seed (AdamW, batch 128), reporting
+/// progress through `on_step(step, total, loss)`.
+pub fn train(train: &Mnist, epochs: usize, seed: u64, device: &Device, mut on_step: impl FnMut(usize, usize, f32)) -> Classifier {
+    let autodiff = device.clone().autodiff();
+    autodiff.seed(seed);
+    let mut model = Classifier::new(&autodiff);
+    let mut optimizer = AdamWConfig::new().with_weight_decay(1e-4).init();
+    let batch = 128;
+    let per_epoch = train.len() / batch;
+    let total = per_epoch * epochs;
+    let loss_fn = CrossEntropyLossConfig::new().init(&autodiff);
+    for epoch in 0..epochs {
+        let order = NoiseRng::new(seed + epoch as u64).permutation(train.len());
+        for (i, indices) in order.chunks_exact(batch).enumerate() {
+            let (x, labels) = train.batch(indices, &autodiff);
+            let labels: Vec<i64> = labels.into_iter().map(|l| l as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &autodiff);
+            let (_, logits) = model.forward(x);
+            let loss = loss_fn.forward(logits, targets);
+            let value: f32 = loss.clone().into_scalar();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let step = epoch * per_epoch + i;
+            let lr = if step < total / 2 { 1e-3 } else { 3e-4 };
+            model = optimizer.step(lr, model, grads);
+            on_step(step + 1, total, value);
+        }
+    }
+    model.valid().to_device(device)
+}
+
+pub fn save(model: &Classifier, path: &Path) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    model.clone().into_record().save(&tmp).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn load(path: &Path, device: &Device) -> Result<Classifier, String> {
+    let record = ModuleRecord::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Classifier::new(device).try_load_record(record).map_err(|e| format!("{}: {e}", path.display()))
+}
