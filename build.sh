@@ -98,7 +98,7 @@ build_wasm() {
   say "shrinking with wasm-opt (binaryen $BINARYEN_VERSION)"
   "$NODE_DIR/node_modules/.bin/wasm-opt" -Oz --enable-reference-types --enable-bulk-memory \
     --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-multivalue \
-    --enable-simd www/pkg/gendi_bg.wasm -o www/pkg/gendi_bg.wasm
+    --enable-simd --strip-debug --strip-producers --strip-target-features www/pkg/gendi_bg.wasm -o www/pkg/gendi_bg.wasm
   say "www/pkg/gendi_bg.wasm: $(stat -c %s www/pkg/gendi_bg.wasm) bytes, $(gzip -9 -c www/pkg/gendi_bg.wasm | wc -c) gzipped"
 }
 

@@ -121,12 +121,17 @@ function drawDigits(canvas, pixels, count) {
 let worker = null;
 let currentBackend = null;
 let timing = null;
+let gpuName = null;
 
 async function webgpuAvailable() {
   if (!navigator.gpu) return { ok: false, why: 'this browser does not expose WebGPU (navigator.gpu is missing)' };
   try {
     const adapter = await navigator.gpu.requestAdapter();
-    return adapter ? { ok: true } : { ok: false, why: 'WebGPU found no usable GPU adapter' };
+    if (!adapter) return { ok: false, why: 'WebGPU found no usable GPU adapter' };
+    // wgpu cannot read the adapter's name in a browser; WebGPU's own info can.
+    const info = adapter.info ?? {};
+    gpuName = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
+    return { ok: true };
   } catch (e) {
     return { ok: false, why: `WebGPU failed to start (${e.message})` };
   }
@@ -169,10 +174,11 @@ const handlers = {
     $('load-label').textContent = cached ? `Weights from the browser cache (${mb(total)} MB)` : `Downloading weights: ${mb(received)} of ${mb(total)} MB`;
   },
   ready({ backend, adapter, info }) {
-    gendi.backend = backend; gendi.adapter = adapter; gendi.T = info.timesteps;
+    gendi.backend = backend; gendi.T = info.timesteps;
+    gendi.adapter = backend === 'webgpu' && gpuName ? gpuName : adapter;
     $('loading').hidden = true;
     $('stat-backend').textContent = backend === 'webgpu' ? 'WebGPU' : 'CPU';
-    $('stat-adapter').textContent = adapter;
+    $('stat-adapter').textContent = gendi.adapter;
     $('model-info').textContent = `U-Net with ${info.parameters.toLocaleString('en')} parameters, ` +
       `trained for ${info.trainingSteps.toLocaleString('en')} steps, T = ${info.timesteps}. Weights ${(info.bytes / 1e6).toFixed(2)} MB, SHA-256 ${info.sha256.slice(0, 12)}…`;
     ui.digit.disabled = !info.conditional;

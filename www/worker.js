@@ -40,8 +40,9 @@ async function readWithProgress(response, total) {
 }
 
 // The weights, from the Cache API when this exact file (by SHA-256) was downloaded before.
-async function loadWeights(base, info) {
-  const url = new URL(info.file, base).href;
+async function loadWeights(manifestUrl, info) {
+  // The manifest names the weights file relative to itself.
+  const url = new URL(info.file, manifestUrl).href;
   const key = `${url}?sha256=${info.sha256}`;
   const cache = self.caches ? await caches.open(CACHE).catch(() => null) : null;
   const cached = cache && await cache.match(key);
@@ -69,14 +70,14 @@ async function load({ backend, base }) {
   } catch (e) {
     throw new Error(`${manifestUrl}: ${e.message} (this page reads format version ${formatVersion()})`);
   }
-  let weights = await loadWeights(base, info);
+  let weights = await loadWeights(manifestUrl, info);
   try {
     denoiser = await Denoiser.create(manifestText, weights.bytes, backend);
   } catch (e) {
     if (!weights.fromCache) throw e;
     // A cached copy that no longer verifies: forget it and download again.
     await weights.forget();
-    weights = await loadWeights(base, info);
+    weights = await loadWeights(manifestUrl, info);
     denoiser = await Denoiser.create(manifestText, weights.bytes, backend);
   }
   if (weights.remember) await weights.remember();

@@ -69,8 +69,8 @@ export async function openPage(browser, server) {
   return { context, page, external, consoleErrors };
 }
 
-/** Waits for the page to leave the loading state; returns 'ready' or 'error'. */
+/** Waits for the page to leave the loading state; returns 'ready', 'running' (autostart) or 'error'. */
 export async function waitLoaded(page, timeout = 180_000) {
-  await page.waitForFunction(() => ['ready', 'error'].includes(window.gendi?.state), null, { timeout, polling: 200 });
+  await page.waitForFunction(() => ['ready', 'running', 'error'].includes(window.gendi?.state), null, { timeout, polling: 200 });
   return page.evaluate(() => window.gendi.state);
 }

@@ -1,0 +1,71 @@
+// The page's speed in headless Chromium, printed as JSON: ms per reverse step (U-Net forward +
+// sampler step + read-back) at batch 1 and 16 on WebGPU (SwiftShader here) and on the CPU
+// backend, the time from navigation to the first drawn step, and the gzipped download size.
+import { readFileSync, readdirSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { join } from 'node:path';
+import { serveWww, launchBrowser, openPage, waitLoaded, WWW } from './harness.mjs';
+
+const STEPS = Number(process.env.BENCH_STEPS ?? 4);
+
+async function measure(browser, server, backend, count) {
+  const { context, page } = await openPage(browser, server);
+  try {
+    const url = `${server.url}?backend=${backend}&count=${count}&digit=-1&sampler=ddim&steps=1000&seed=1&autostart`;
+    // Record from the very start: on the CPU a step takes milliseconds.
+    await page.addInitScript((steps) => {
+      window.__bench = { ms: [], first: null };
+      window.addEventListener('gendi-frame', (event) => {
+        const b = window.__bench;
+        if (b.first === null) b.first = performance.now();
+        if (b.ms.length <= steps) b.ms.push(event.detail.ms);
+        if (b.ms.length === steps + 1) document.getElementById('stop').click();
+      });
+    }, STEPS);
+    await page.goto(url);
+    if ((await waitLoaded(page)) === 'error') throw new Error(await page.evaluate(() => window.gendi.error));
+    await page.waitForFunction((steps) => window.__bench.ms.length >= steps + 1, STEPS, { timeout: 600_000, polling: 100 });
+    const result = await page.evaluate(() => ({ ms: window.__bench.ms, firstFrameMs: window.__bench.first }));
+    // The first step includes shader compilation / warm-up: report the rest.
+    const timed = result.ms.slice(1);
+    return {
+      ms_per_step: timed.reduce((a, b) => a + b, 0) / timed.length,
+      first_step_ms: result.ms[0],
+      navigation_to_first_step_ms: result.firstFrameMs,
+      adapter: await page.evaluate(() => window.gendi.adapter),
+    };
+  } finally {
+    await context.close();
+  }
+}
+
+function gzipped(paths) {
+  return paths.reduce((sum, p) => sum + gzipSync(readFileSync(p), { level: 9 }).length, 0);
+}
+
+const server = await serveWww();
+const browser = await launchBrowser();
+try {
+  const report = { steps_timed: STEPS };
+  for (const backend of ['webgpu', 'cpu']) {
+    for (const count of [1, 16]) {
+      const r = await measure(browser, server, backend, count);
+      report[`${backend}_ms_per_step_b${count}`] = r.ms_per_step;
+      report[`${backend}_first_step_ms_b${count}`] = r.first_step_ms;
+      if (count === 16) report[`${backend}_navigation_to_first_step_ms`] = r.navigation_to_first_step_ms;
+      report[`${backend}_adapter`] = r.adapter;
+    }
+  }
+  const pkg = join(WWW, 'pkg');
+  const wasm = join(pkg, 'gendi_bg.wasm');
+  const js = [join(pkg, 'gendi.js'), join(WWW, 'main.js'), join(WWW, 'worker.js'), join(WWW, 'index.html'), join(WWW, 'style.css')];
+  const weights = readdirSync(join(WWW, 'weights')).map((f) => join(WWW, 'weights', f));
+  report.gzip_bytes_wasm = gzipped([wasm]);
+  report.gzip_bytes_js_html_css = gzipped(js);
+  report.gzip_bytes_weights = gzipped(weights);
+  report.gzip_bytes_total = report.gzip_bytes_wasm + report.gzip_bytes_js_html_css + report.gzip_bytes_weights;
+  console.log(JSON.stringify(report, null, 2));
+} finally {
+  await browser.close();
+  await server.close();
+}
