@@ -159,8 +159,17 @@ impl Trainer {
         if config.batch_size == 0 {
             return Err(TrainError::Config("batch size must be at least 1".into()));
         }
-        device.seed(config.seed);
-        let model = config.model.init(&device.clone().autodiff());
+        let model = {
+            // burn's device RNG is global: seed and initialise under one lock, so that runs
+            // started on other threads cannot draw in between and change the initial weights.
+            static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            device.seed(config.seed);
+            let model = config.model.init(&device.clone().autodiff());
+            // Parameters initialise lazily, on first use: draw them all now, inside the lock.
+            model.visit(&mut FiniteCheck(true));
+            model
+        };
         let ema = model.valid();
         Ok(Self {
             schedule: NoiseSchedule::new(config.schedule),
