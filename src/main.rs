@@ -179,7 +179,7 @@ struct SamplerArgs {
     #[arg(long, value_enum, default_value = "ddim")]
     sampler: SamplerArg,
     /// DDIM steps (≤ T).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     steps: usize,
     /// DDIM's η: 0 deterministic, 1 like DDPM.
     #[arg(long, default_value_t = 0.0)]
@@ -292,6 +292,9 @@ struct ExportArgs {
     /// Export the raw trained weights instead of their EMA.
     #[arg(long)]
     raw: bool,
+    /// Store the weights in f32 instead of f16 (twice the download, no rounding).
+    #[arg(long)]
+    f32: bool,
 }
 
 #[derive(Args)]
@@ -367,10 +370,12 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Forward(args) => forward(args),
         Command::Export(args) => {
             let checkpoint = Checkpoint::load(&args.checkpoint).map_err(|e| e.to_string())?;
-            let manifest = export(&checkpoint, &args.out, !args.raw).map_err(|e| e.to_string())?;
+            let dtype = if args.f32 { weights::StoredDType::F32 } else { weights::StoredDType::F16 };
+            let manifest = export(&checkpoint, &args.out, !args.raw, dtype).map_err(|e| e.to_string())?;
             println!(
-                "exported {} weights of step {} ({} parameters, {} bytes, sha256 {}) to {}",
+                "exported {} {:?} weights of step {} ({} parameters, {} bytes, sha256 {}) to {}",
                 if manifest.ema { "EMA" } else { "raw" },
+                manifest.weights.dtype,
                 manifest.training_steps,
                 manifest.parameters,
                 manifest.weights.bytes,

@@ -2,9 +2,9 @@
 //! `manifest.json` that says what they are. The page and the CLI both load through
 //! [`load_model`], which checks everything before it builds the network.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +35,19 @@ pub struct WeightsFile {
     pub file: String,
     pub bytes: usize,
     pub sha256: String,
+    /// How the parameters are stored; they are computed with in f32 either way.
+    #[serde(default)]
+    pub dtype: StoredDType,
+}
+
+/// The precision of the stored parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoredDType {
+    #[default]
+    F32,
+    /// Half precision: half the download, outputs within ~1e-3 of the f32 weights.
+    F16,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,22 +144,51 @@ pub fn load_model(manifest: &Manifest, bytes: &[u8], device: &Device) -> Result<
 }
 
 /// Builds the network of `config` and loads burnpack `bytes` into it, with no manifest checks.
+/// Stored f16 parameters are widened to the network's f32 as they load.
 pub fn model_from_bytes(config: &UNetConfig, bytes: &[u8], device: &Device) -> Result<UNet, WeightsError> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| WeightsError::Record(e.to_string()))?;
+        .map_err(|e| WeightsError::Record(e.to_string()))?
+        .cast_to_module_dtype();
     config
         .init(device)
         .try_load_record(record)
         .map_err(|e| WeightsError::Record(e.to_string()))
 }
 
-/// The parameters of `model` as burnpack bytes.
+/// The parameters of `model` as burnpack bytes, in f32.
 pub fn model_to_bytes(model: &UNet) -> Result<Vec<u8>, WeightsError> {
-    let bytes = model.clone().into_record().into_bytes().map_err(|e| WeightsError::Record(e.to_string()))?;
+    model_to_bytes_as(model, StoredDType::F32)
+}
+
+/// The parameters of `model` as burnpack bytes in the given precision.
+pub fn model_to_bytes_as(model: &UNet, dtype: StoredDType) -> Result<Vec<u8>, WeightsError> {
+    let model = match dtype {
+        StoredDType::F32 => model.clone(),
+        StoredDType::F16 => model.clone().map(&mut CastParams(FloatDType::F16)),
+    };
+    let bytes = model.into_record().into_bytes().map_err(|e| WeightsError::Record(e.to_string()))?;
     Ok(bytes.to_vec())
 }
 
-/// The manifest for `weights`, the burnpack bytes of a model built from `model`.
+/// The model as it computes after a trip through `dtype` storage (f16 rounding, back in f32).
+pub fn rounded_to(model: &UNet, dtype: StoredDType) -> UNet {
+    match dtype {
+        StoredDType::F32 => model.clone(),
+        StoredDType::F16 => model.clone().map(&mut CastParams(FloatDType::F16)).map(&mut CastParams(FloatDType::F32)),
+    }
+}
+
+/// Casts every float parameter.
+struct CastParams(FloatDType);
+
+impl ModuleMapper for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|tensor| tensor.cast(dtype))
+    }
+}
+
+/// The manifest for `weights`, the burnpack bytes (stored as `dtype`) of a model built from `model`.
 pub fn manifest_for(
     model: &UNetConfig,
     schedule: ScheduleConfig,
@@ -154,6 +196,7 @@ pub fn manifest_for(
     training_steps: u64,
     ema: bool,
     weights: &[u8],
+    dtype: StoredDType,
 ) -> Manifest {
     Manifest {
         format_version: FORMAT_VERSION,
@@ -162,6 +205,6 @@ pub fn manifest_for(
         parameters,
         training_steps,
         ema,
-        weights: WeightsFile { file: WEIGHTS_FILE.into(), bytes: weights.len(), sha256: sha256_hex(weights) },
+        weights: WeightsFile { file: WEIGHTS_FILE.into(), bytes: weights.len(), sha256: sha256_hex(weights), dtype },
     }
 }

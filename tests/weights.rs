@@ -6,13 +6,13 @@ use burn::module::Module;
 use gendi::model::UNetConfig;
 use gendi::native::export::{load_exported, write_weights};
 use gendi::schedule::ScheduleConfig;
-use gendi::weights::{self, FORMAT_VERSION, WeightsError, parse_manifest};
+use gendi::weights::{self, FORMAT_VERSION, StoredDType, WeightsError, parse_manifest};
 
 fn exported() -> (weights::Manifest, Vec<u8>, gendi::model::UNet) {
     let config = UNetConfig::default();
     let model = config.init(&common::device());
     let bytes = weights::model_to_bytes(&model).unwrap();
-    let manifest = weights::manifest_for(&config, ScheduleConfig::default(), model.num_params(), 12, true, &bytes);
+    let manifest = weights::manifest_for(&config, ScheduleConfig::default(), model.num_params(), 12, true, &bytes, StoredDType::F32);
     (manifest, bytes, model)
 }
 
@@ -38,6 +38,26 @@ fn export_then_load_gives_bit_identical_outputs() {
 }
 
 #[test]
+fn f16_export_loads_as_the_f16_rounded_model_at_half_the_size() {
+    let (manifest32, bytes32, model) = exported();
+    let bytes = weights::model_to_bytes_as(&model, StoredDType::F16).unwrap();
+    assert!(bytes.len() < bytes32.len() * 6 / 10, "{} vs {} bytes", bytes.len(), bytes32.len());
+    let manifest = weights::manifest_for(&manifest32.model, manifest32.schedule, manifest32.parameters, 12, true, &bytes, StoredDType::F16);
+    let dir = temp_dir("f16");
+    write_weights(&manifest, &bytes, &dir).unwrap();
+    let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
+    assert_eq!(loaded_manifest.weights.dtype, StoredDType::F16);
+    let rounded = weights::rounded_to(&model, StoredDType::F16);
+    let mut rng = gendi::rng::NoiseRng::new(2);
+    let x = rng.normal_tensor([2, 1, 28, 28], &common::device());
+    let run = |m: &gendi::model::UNet| common::values(m.forward(x.clone(), &[10, 900], &[Some(4), None]));
+    assert_eq!(run(&loaded), run(&rounded), "loading f16 weights gives the f16-rounded model exactly");
+    let drift = common::max_abs_diff(&run(&loaded), &run(&model));
+    assert!(drift > 0.0 && drift < 1e-2, "f16 storage moves outputs by {drift}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn manifest_records_length_hash_and_version() {
     let (manifest, bytes, _) = exported();
     assert_eq!(manifest.format_version, FORMAT_VERSION);
@@ -55,7 +75,7 @@ fn truncated_weights_are_an_error() {
     assert!(matches!(err, WeightsError::Length { .. }), "{err}");
     assert!(err.to_string().contains("truncated"));
     // Even with a manifest that agrees with the cut bytes, decoding fails cleanly.
-    let lying = weights::manifest_for(&manifest.model, manifest.schedule, manifest.parameters, 0, true, cut);
+    let lying = weights::manifest_for(&manifest.model, manifest.schedule, manifest.parameters, 0, true, cut, StoredDType::F32);
     let err = weights::load_model(&lying, cut, &common::device()).err().unwrap();
     assert!(matches!(err, WeightsError::Record(_)), "{err}");
 }

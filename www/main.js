@@ -131,6 +131,10 @@ async function webgpuAvailable() {
     // wgpu cannot read the adapter's name in a browser; WebGPU's own info can.
     const info = adapter.info ?? {};
     gpuName = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(' ') || 'WebGPU adapter';
+    // A software adapter (SwiftShader) runs the U-Net ~30× slower than the WebAssembly CPU path.
+    if (info.isFallbackAdapter || adapter.isFallbackAdapter || /swiftshader/i.test(gpuName)) {
+      return { ok: false, why: `WebGPU only offers a software adapter (${gpuName}), which is slower than the CPU backend` };
+    }
     return { ok: true };
   } catch (e) {
     return { ok: false, why: `WebGPU failed to start (${e.message})` };
@@ -142,7 +146,9 @@ async function chooseBackend() {
   if (wanted === 'cpu') { notice(''); return 'cpu'; }
   const gpu = await webgpuAvailable();
   if (gpu.ok) { notice(''); return 'webgpu'; }
-  notice(`Running on the CPU: ${gpu.why}. Generation works, only slower.`);
+  // Asked for explicitly, a software adapter is still WebGPU: honour the choice.
+  if (wanted === 'webgpu' && gpuName) { notice(`Using WebGPU as asked, but ${gpu.why}.`); return 'webgpu'; }
+  notice(`Running on the CPU: ${gpu.why}.`);
   if (wanted === 'webgpu') ui.backend.value = 'cpu';
   return 'cpu';
 }

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 
 use super::checkpoint::Checkpoint;
 use crate::model::UNet;
-use crate::weights::{self, MANIFEST_FILE, Manifest, WeightsError};
+use crate::weights::{self, MANIFEST_FILE, Manifest, StoredDType, WeightsError};
 
 #[derive(Debug)]
 pub enum ExportError {
@@ -29,21 +29,24 @@ impl std::fmt::Display for ExportError {
 
 impl std::error::Error for ExportError {}
 
-/// Writes the EMA (or raw) weights of `checkpoint` and their manifest into `out_dir`.
-pub fn export(checkpoint: &Checkpoint, out_dir: &Path, ema: bool) -> Result<Manifest, ExportError> {
+/// Writes the EMA (or raw) weights of `checkpoint`, stored as `dtype`, and their manifest into
+/// `out_dir`.
+pub fn export(checkpoint: &Checkpoint, out_dir: &Path, ema: bool, dtype: StoredDType) -> Result<Manifest, ExportError> {
     let config = &checkpoint.state.config;
-    let bytes = if ema { &checkpoint.ema } else { &checkpoint.model };
+    let trained = if ema { &checkpoint.ema } else { &checkpoint.model };
     // Load once: checks the bytes fit the config and counts the parameters.
-    let model = weights::model_from_bytes(&config.model, bytes, &Device::flex()).map_err(ExportError::Weights)?;
+    let model = weights::model_from_bytes(&config.model, trained, &Device::flex()).map_err(ExportError::Weights)?;
+    let bytes = weights::model_to_bytes_as(&model, dtype).map_err(ExportError::Weights)?;
     let manifest = weights::manifest_for(
         &config.model,
         config.schedule,
         model.num_params(),
         checkpoint.state.step,
         ema,
-        bytes,
+        &bytes,
+        dtype,
     );
-    write_weights(&manifest, bytes, out_dir)?;
+    write_weights(&manifest, &bytes, out_dir)?;
     Ok(manifest)
 }
 
