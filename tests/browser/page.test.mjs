@@ -133,3 +133,17 @@ test('a missing manifest shows an error in the page', { timeout: 300_000 }, asyn
     await context.close();
   }
 });
+
+test('automatic backend choice: a software-only WebGPU adapter falls back to the CPU with a notice', { timeout: 300_000 }, async () => {
+  const { context, page } = await openPage(browser, server);
+  try {
+    await page.goto(server.url);
+    assert.equal(await waitLoaded(page), 'ready');
+    assert.equal(await page.evaluate(() => window.gendi.backend), 'cpu');
+    assert.ok(await page.isVisible('#notice'));
+    assert.match(await page.textContent('#notice'), /software adapter/);
+    assert.match(await page.inputValue('#seed'), /^\d+$/, 'a random seed is shown');
+  } finally {
+    await context.close();
+  }
+});
