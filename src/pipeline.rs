@@ -42,7 +42,11 @@ impl Generation {
         Self {
             sampler,
             labels: vec![request.digit; request.count],
-            guidance: if request.digit.is_some() { request.guidance } else { 0.0 },
+            guidance: if request.digit.is_some() {
+                request.guidance
+            } else {
+                0.0
+            },
             sample,
             rng,
             next: 0,
@@ -73,7 +77,9 @@ impl Generation {
 
     /// Runs the model and one reverse step. Returns x_{t_prev} and x̂_0, or `None` when done.
     pub fn step(&mut self, model: &UNet) -> Result<Option<StepOutput>, SamplerError> {
-        let Some(t) = self.next_timestep() else { return Ok(None) };
+        let Some(t) = self.next_timestep() else {
+            return Ok(None);
+        };
         let count = self.labels.len();
         let eps = if self.guidance != 0.0 {
             // Conditional and unconditional predictions in one batch of 2·count.
@@ -87,7 +93,9 @@ impl Generation {
         } else {
             model.forward(self.sample.clone(), &vec![t; count], &self.labels)
         };
-        let output = self.sampler.step(eps, t, self.sample.clone(), &mut self.rng)?;
+        let output = self
+            .sampler
+            .step(eps, t, self.sample.clone(), &mut self.rng)?;
         self.sample = output.prev_sample.clone();
         self.next += 1;
         Ok(Some(output))

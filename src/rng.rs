@@ -24,7 +24,10 @@ impl NoiseRng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Self { state: [next(), next(), next(), next()], spare: None }
+        Self {
+            state: [next(), next(), next(), next()],
+            spare: None,
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -74,7 +77,11 @@ impl NoiseRng {
     }
 
     /// A tensor of standard normals of the given shape on `device`.
-    pub fn normal_tensor<const D: usize>(&mut self, shape: [usize; D], device: &Device) -> Tensor<D> {
+    pub fn normal_tensor<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Tensor<D> {
         let count = shape.iter().product();
         Tensor::from_data(TensorData::new(self.normals(count), shape), device)
     }

@@ -57,7 +57,9 @@ impl std::fmt::Display for SamplerError {
             }
             Self::NoSteps => write!(f, "a sampler needs at least one step"),
             Self::NegativeEta(eta) => write!(f, "DDIM's eta must be >= 0, got {eta}"),
-            Self::UnknownTimestep(t) => write!(f, "timestep {t} is not one of this sampler's timesteps"),
+            Self::UnknownTimestep(t) => {
+                write!(f, "timestep {t} is not one of this sampler's timesteps")
+            }
         }
     }
 }
@@ -84,7 +86,10 @@ impl Sampler {
                     return Err(SamplerError::NoSteps);
                 }
                 if steps > t_max {
-                    return Err(SamplerError::TooManySteps { steps, timesteps: t_max });
+                    return Err(SamplerError::TooManySteps {
+                        steps,
+                        timesteps: t_max,
+                    });
                 }
                 if eta.is_nan() || eta < 0.0 {
                     return Err(SamplerError::NegativeEta(eta));
@@ -93,7 +98,12 @@ impl Sampler {
                 (0..steps).rev().map(|i| i * t_max / steps).collect()
             }
         };
-        Ok(Self { schedule, kind, timesteps, clip_sample: true })
+        Ok(Self {
+            schedule,
+            kind,
+            timesteps,
+            clip_sample: true,
+        })
     }
 
     /// Use x̂_0 as the model predicts it, unclipped: Algorithm 2 of Ho et al. exactly.
@@ -145,7 +155,8 @@ impl Sampler {
         let sigma = self.sigma(index);
 
         // 1. x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t (eq. 15 of Ho et al., eq. 9 of Song et al.)
-        let mut pred_x0 = (sample.clone() - model_output.clone() * s.sqrt_one_minus_alphas_cumprod[t] as f32)
+        let mut pred_x0 = (sample.clone()
+            - model_output.clone() * s.sqrt_one_minus_alphas_cumprod[t] as f32)
             / s.sqrt_alphas_cumprod[t] as f32;
         if self.clip_sample {
             pred_x0 = pred_x0.clamp(-1.0, 1.0);
@@ -178,7 +189,10 @@ impl Sampler {
             Some(z) if sigma > 0.0 => mean + z * sigma as f32,
             _ => mean,
         };
-        Ok(StepOutput { prev_sample, pred_x0 })
+        Ok(StepOutput {
+            prev_sample,
+            pred_x0,
+        })
     }
 
     /// σ_t of the step at `index` in [`timesteps`](Self::timesteps).
@@ -187,9 +201,17 @@ impl Sampler {
         let s = &self.schedule;
         match self.kind {
             // No noise is added on the last step (t = 1 in the paper's 1-based count).
-            _ if index + 1 == self.timesteps.len() && matches!(self.kind, SamplerKind::Ddpm { .. }) => 0.0,
-            SamplerKind::Ddpm { variance: DdpmVariance::Beta } => s.betas[t].sqrt(),
-            SamplerKind::Ddpm { variance: DdpmVariance::PosteriorBeta } => s.posterior_variance[t].sqrt(),
+            _ if index + 1 == self.timesteps.len()
+                && matches!(self.kind, SamplerKind::Ddpm { .. }) =>
+            {
+                0.0
+            }
+            SamplerKind::Ddpm {
+                variance: DdpmVariance::Beta,
+            } => s.betas[t].sqrt(),
+            SamplerKind::Ddpm {
+                variance: DdpmVariance::PosteriorBeta,
+            } => s.posterior_variance[t].sqrt(),
             // σ_t(η) = η √((1 − ᾱ_prev)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_prev) (eq. 16 of Song et al.)
             SamplerKind::Ddim { eta, .. } => {
                 let alpha = s.alphas_cumprod[t];

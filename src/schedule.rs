@@ -20,7 +20,10 @@ pub enum BetaSchedule {
 
 impl Default for BetaSchedule {
     fn default() -> Self {
-        BetaSchedule::Linear { beta_start: 1e-4, beta_end: 0.02 }
+        BetaSchedule::Linear {
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        }
     }
 }
 
@@ -34,7 +37,10 @@ pub struct ScheduleConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        Self { timesteps: 1000, beta_schedule: BetaSchedule::default() }
+        Self {
+            timesteps: 1000,
+            beta_schedule: BetaSchedule::default(),
+        }
     }
 }
 
@@ -61,14 +67,25 @@ impl NoiseSchedule {
         let t_max = config.timesteps;
         assert!(t_max >= 1, "a noise schedule needs at least one timestep");
         let betas: Vec<f64> = match config.beta_schedule {
-            BetaSchedule::Linear { beta_start, beta_end } => (0..t_max)
+            BetaSchedule::Linear {
+                beta_start,
+                beta_end,
+            } => (0..t_max)
                 .map(|i| {
-                    let frac = if t_max == 1 { 0.0 } else { i as f64 / (t_max - 1) as f64 };
+                    let frac = if t_max == 1 {
+                        0.0
+                    } else {
+                        i as f64 / (t_max - 1) as f64
+                    };
                     beta_start + (beta_end - beta_start) * frac
                 })
                 .collect(),
             BetaSchedule::Cosine { s } => {
-                let f = |t: f64| ((t / t_max as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let f = |t: f64| {
+                    ((t / t_max as f64 + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
                 (0..t_max)
                     .map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(0.999))
                     .collect()
@@ -82,18 +99,26 @@ impl NoiseSchedule {
                 Some(*acc)
             })
             .collect();
-        let alphas_cumprod_prev: Vec<f64> =
-            std::iter::once(1.0).chain(alphas_cumprod[..t_max - 1].iter().copied()).collect();
+        let alphas_cumprod_prev: Vec<f64> = std::iter::once(1.0)
+            .chain(alphas_cumprod[..t_max - 1].iter().copied())
+            .collect();
         let zip3 = |f: &dyn Fn(f64, f64, f64) -> f64| -> Vec<f64> {
-            (0..t_max).map(|t| f(betas[t], alphas_cumprod[t], alphas_cumprod_prev[t])).collect()
+            (0..t_max)
+                .map(|t| f(betas[t], alphas_cumprod[t], alphas_cumprod_prev[t]))
+                .collect()
         };
         Self {
             sqrt_alphas_cumprod: alphas_cumprod.iter().map(|a| a.sqrt()).collect(),
-            sqrt_one_minus_alphas_cumprod: alphas_cumprod.iter().map(|a| (1.0 - a).sqrt()).collect(),
+            sqrt_one_minus_alphas_cumprod: alphas_cumprod
+                .iter()
+                .map(|a| (1.0 - a).sqrt())
+                .collect(),
             posterior_variance: zip3(&|b, ac, acp| b * (1.0 - acp) / (1.0 - ac)),
             posterior_mean_coef_x0: zip3(&|b, ac, acp| b * acp.sqrt() / (1.0 - ac)),
             posterior_mean_coef_xt: (0..t_max)
-                .map(|t| (1.0 - alphas_cumprod_prev[t]) * alphas[t].sqrt() / (1.0 - alphas_cumprod[t]))
+                .map(|t| {
+                    (1.0 - alphas_cumprod_prev[t]) * alphas[t].sqrt() / (1.0 - alphas_cumprod[t])
+                })
                 .collect(),
             config,
             betas,
@@ -119,7 +144,11 @@ impl NoiseSchedule {
     ///   - `timesteps`: one per batch entry, each < T
     pub fn add_noise(&self, x0: Tensor<4>, noise: Tensor<4>, timesteps: &[usize]) -> Tensor<4> {
         let [batch, _, _, _] = x0.dims();
-        assert_eq!(batch, timesteps.len(), "add_noise needs one timestep per sample");
+        assert_eq!(
+            batch,
+            timesteps.len(),
+            "add_noise needs one timestep per sample"
+        );
         let device = x0.device();
         let signal = self.per_sample(&self.sqrt_alphas_cumprod, timesteps, &device);
         let noise_scale = self.per_sample(&self.sqrt_one_minus_alphas_cumprod, timesteps, &device);

@@ -64,7 +64,11 @@ async fn webgpu_device() -> Result<(Device, String), JsError> {
         .await
         .map_err(|e| JsError::new(&format!("WebGPU could not start: {e}")))?;
     let info = setup.adapter.get_info();
-    let name = if info.name.is_empty() { format!("{:?}", info.backend) } else { info.name.clone() };
+    let name = if info.name.is_empty() {
+        format!("{:?}", info.backend)
+    } else {
+        info.name.clone()
+    };
     WEBGPU.with(|cell| *cell.borrow_mut() = Some((device.clone(), name.clone())));
     Ok((device, name))
 }
@@ -80,17 +84,32 @@ pub struct Denoiser {
 impl Denoiser {
     /// Verifies `weights` against `manifest_json` (length, SHA-256, config, version) and builds
     /// the U-Net on `backend`: "webgpu" or "cpu".
-    pub async fn create(manifest_json: String, weights_bytes: Uint8Array, backend: String) -> Result<Denoiser, JsError> {
-        let manifest = weights::parse_manifest(&manifest_json).map_err(|e| JsError::new(&e.to_string()))?;
+    pub async fn create(
+        manifest_json: String,
+        weights_bytes: Uint8Array,
+        backend: String,
+    ) -> Result<Denoiser, JsError> {
+        let manifest =
+            weights::parse_manifest(&manifest_json).map_err(|e| JsError::new(&e.to_string()))?;
         let (device, adapter) = match backend.as_str() {
             "webgpu" => webgpu_device().await?,
             "cpu" => (Device::flex(), "CPU (wasm SIMD)".to_string()),
-            other => return Err(JsError::new(&format!("unknown backend {other:?}: use \"webgpu\" or \"cpu\""))),
+            other => {
+                return Err(JsError::new(&format!(
+                    "unknown backend {other:?}: use \"webgpu\" or \"cpu\""
+                )));
+            }
         };
         let bytes = weights_bytes.to_vec();
-        let model = weights::load_model(&manifest, &bytes, &device).map_err(|e| JsError::new(&e.to_string()))?;
+        let model = weights::load_model(&manifest, &bytes, &device)
+            .map_err(|e| JsError::new(&e.to_string()))?;
         Ok(Denoiser {
-            inner: Rc::new(RefCell::new(Inner { model, manifest, device, generation: None })),
+            inner: Rc::new(RefCell::new(Inner {
+                model,
+                manifest,
+                device,
+                generation: None,
+            })),
             backend,
             adapter,
         })
@@ -119,29 +138,59 @@ impl Denoiser {
         steps: u32,
         eta: f64,
     ) -> Result<u32, JsError> {
-        let mut inner = self.inner.try_borrow_mut().map_err(|_| JsError::new("a step is still running"))?;
+        let mut inner = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| JsError::new("a step is still running"))?;
         if !(1..=64).contains(&count) {
-            return Err(JsError::new("the number of digits must be between 1 and 64"));
+            return Err(JsError::new(
+                "the number of digits must be between 1 and 64",
+            ));
         }
-        if !(seed.is_finite() && seed >= 0.0 && seed.fract() == 0.0 && seed <= 9_007_199_254_740_991.0) {
-            return Err(JsError::new("the seed must be a whole number between 0 and 2^53 - 1"));
+        if !(seed.is_finite()
+            && seed >= 0.0
+            && seed.fract() == 0.0
+            && seed <= 9_007_199_254_740_991.0)
+        {
+            return Err(JsError::new(
+                "the seed must be a whole number between 0 and 2^53 - 1",
+            ));
         }
         let classes = inner.manifest.model.num_classes;
         let digit = match digit {
             d if d < 0 => None,
             d if (d as usize) < classes => Some(d as usize),
-            d => return Err(JsError::new(&format!("digit {d} is not one of this model's {classes} classes"))),
+            d => {
+                return Err(JsError::new(&format!(
+                    "digit {d} is not one of this model's {classes} classes"
+                )));
+            }
         };
         if !guidance.is_finite() || guidance < 0.0 {
             return Err(JsError::new("the guidance scale must be a number >= 0"));
         }
         let kind = match sampler {
-            "ddpm" => SamplerKind::Ddpm { variance: DdpmVariance::PosteriorBeta },
-            "ddim" => SamplerKind::Ddim { steps: steps as usize, eta },
-            other => return Err(JsError::new(&format!("unknown sampler {other:?}: use \"ddpm\" or \"ddim\""))),
+            "ddpm" => SamplerKind::Ddpm {
+                variance: DdpmVariance::PosteriorBeta,
+            },
+            "ddim" => SamplerKind::Ddim {
+                steps: steps as usize,
+                eta,
+            },
+            other => {
+                return Err(JsError::new(&format!(
+                    "unknown sampler {other:?}: use \"ddpm\" or \"ddim\""
+                )));
+            }
         };
-        let sampler = Sampler::new(NoiseSchedule::new(inner.manifest.schedule), kind).map_err(|e| JsError::new(&e.to_string()))?;
-        let request = GenerationRequest { count: count as usize, seed: seed as u64, digit, guidance };
+        let sampler = Sampler::new(NoiseSchedule::new(inner.manifest.schedule), kind)
+            .map_err(|e| JsError::new(&e.to_string()))?;
+        let request = GenerationRequest {
+            count: count as usize,
+            seed: seed as u64,
+            digit,
+            guidance,
+        };
         let generation = Generation::new(sampler, &request, &inner.device);
         let total = generation.total_steps() as u32;
         inner.generation = Some(generation);
@@ -153,11 +202,20 @@ impl Denoiser {
     pub fn step(&self) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let mut guard = inner.try_borrow_mut().map_err(|_| js_error("a step is still running"))?;
+            let mut guard = inner
+                .try_borrow_mut()
+                .map_err(|_| js_error("a step is still running"))?;
             let state = &mut *guard;
-            let generation = state.generation.as_mut().ok_or_else(|| js_error("call start() first"))?;
-            let Some(t) = generation.next_timestep() else { return Ok(JsValue::NULL) };
-            let output = generation.step(&state.model).map_err(|e| js_error(&e.to_string()))?;
+            let generation = state
+                .generation
+                .as_mut()
+                .ok_or_else(|| js_error("call start() first"))?;
+            let Some(t) = generation.next_timestep() else {
+                return Ok(JsValue::NULL);
+            };
+            let output = generation
+                .step(&state.model)
+                .map_err(|e| js_error(&e.to_string()))?;
             let output = output.expect("a step remained");
             let frame = Object::new();
             set(&frame, "t", t as f64);
@@ -174,11 +232,13 @@ impl Denoiser {
 }
 
 async fn read(tensor: Tensor<4>) -> Result<Vec<f32>, JsValue> {
-    let data = tensor
-        .into_data_async()
-        .await
-        .map_err(|e| js_error(&format!("reading the result back from the device failed (was the GPU lost?): {e:?}")))?;
-    data.try_to_vec::<f32>().map_err(|e| js_error(&format!("{e:?}")))
+    let data = tensor.into_data_async().await.map_err(|e| {
+        js_error(&format!(
+            "reading the result back from the device failed (was the GPU lost?): {e:?}"
+        ))
+    })?;
+    data.try_to_vec::<f32>()
+        .map_err(|e| js_error(&format!("{e:?}")))
 }
 
 fn js_error(message: &str) -> JsValue {

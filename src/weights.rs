@@ -55,11 +55,20 @@ pub enum WeightsError {
     Manifest(String),
     UnsupportedVersion(u32),
     UnsupportedModel(String),
-    Length { expected: usize, actual: usize },
-    Checksum { expected: String, actual: String },
+    Length {
+        expected: usize,
+        actual: usize,
+    },
+    Checksum {
+        expected: String,
+        actual: String,
+    },
     /// The bytes are not burnpack, or do not fit the network the manifest describes.
     Record(String),
-    ParameterCount { manifest: usize, model: usize },
+    ParameterCount {
+        manifest: usize,
+        model: usize,
+    },
 }
 
 impl std::fmt::Display for WeightsError {
@@ -70,7 +79,10 @@ impl std::fmt::Display for WeightsError {
                 f,
                 "the weights are format version {v}, this build of GENDI reads version {FORMAT_VERSION}: re-export them with this build"
             ),
-            Self::UnsupportedModel(m) => write!(f, "the manifest describes a model this build cannot run: {m}"),
+            Self::UnsupportedModel(m) => write!(
+                f,
+                "the manifest describes a model this build cannot run: {m}"
+            ),
             Self::Length { expected, actual } => write!(
                 f,
                 "the weights file is {actual} bytes, the manifest says {expected}: it is truncated or from another export"
@@ -91,13 +103,17 @@ impl std::fmt::Display for WeightsError {
 impl std::error::Error for WeightsError {}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Parses a manifest and checks that this build can use it.
 pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
     // Read the version first, so an old or new manifest gets a version error, not a field error.
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| WeightsError::Manifest(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| WeightsError::Manifest(e.to_string()))?;
     let version = value
         .get("format_version")
         .and_then(|v| v.as_u64())
@@ -105,8 +121,12 @@ pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
     if version != FORMAT_VERSION as u64 {
         return Err(WeightsError::UnsupportedVersion(version as u32));
     }
-    let manifest: Manifest = serde_json::from_value(value).map_err(|e| WeightsError::Manifest(e.to_string()))?;
-    manifest.model.validate().map_err(WeightsError::UnsupportedModel)?;
+    let manifest: Manifest =
+        serde_json::from_value(value).map_err(|e| WeightsError::Manifest(e.to_string()))?;
+    manifest
+        .model
+        .validate()
+        .map_err(WeightsError::UnsupportedModel)?;
     if manifest.model.image_size != crate::data::IMAGE_SIDE || manifest.model.image_channels != 1 {
         return Err(WeightsError::UnsupportedModel(format!(
             "{}×{}×{} images; GENDI draws 28×28×1 MNIST digits",
@@ -114,7 +134,9 @@ pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
         )));
     }
     if manifest.schedule.timesteps == 0 {
-        return Err(WeightsError::UnsupportedModel("a schedule of 0 timesteps".into()));
+        return Err(WeightsError::UnsupportedModel(
+            "a schedule of 0 timesteps".into(),
+        ));
     }
     Ok(manifest)
 }
@@ -122,30 +144,47 @@ pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
 /// Checks the byte length and SHA-256 of `bytes` against the manifest.
 pub fn verify_weights(manifest: &Manifest, bytes: &[u8]) -> Result<(), WeightsError> {
     if bytes.len() != manifest.weights.bytes {
-        return Err(WeightsError::Length { expected: manifest.weights.bytes, actual: bytes.len() });
+        return Err(WeightsError::Length {
+            expected: manifest.weights.bytes,
+            actual: bytes.len(),
+        });
     }
     let actual = sha256_hex(bytes);
     if actual != manifest.weights.sha256 {
-        return Err(WeightsError::Checksum { expected: manifest.weights.sha256.clone(), actual });
+        return Err(WeightsError::Checksum {
+            expected: manifest.weights.sha256.clone(),
+            actual,
+        });
     }
     Ok(())
 }
 
 /// Verifies `bytes` against the manifest, builds the network it describes on `device` and
 /// loads the parameters into it.
-pub fn load_model(manifest: &Manifest, bytes: &[u8], device: &Device) -> Result<UNet, WeightsError> {
+pub fn load_model(
+    manifest: &Manifest,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<UNet, WeightsError> {
     verify_weights(manifest, bytes)?;
     let model = model_from_bytes(&manifest.model, bytes, device)?;
     let count = model.num_params();
     if count != manifest.parameters {
-        return Err(WeightsError::ParameterCount { manifest: manifest.parameters, model: count });
+        return Err(WeightsError::ParameterCount {
+            manifest: manifest.parameters,
+            model: count,
+        });
     }
     Ok(model)
 }
 
 /// Builds the network of `config` and loads burnpack `bytes` into it, with no manifest checks.
 /// Stored f16 parameters are widened to the network's f32 as they load.
-pub fn model_from_bytes(config: &UNetConfig, bytes: &[u8], device: &Device) -> Result<UNet, WeightsError> {
+pub fn model_from_bytes(
+    config: &UNetConfig,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<UNet, WeightsError> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
         .map_err(|e| WeightsError::Record(e.to_string()))?
         .cast_to_module_dtype();
@@ -166,7 +205,10 @@ pub fn model_to_bytes_as(model: &UNet, dtype: StoredDType) -> Result<Vec<u8>, We
         StoredDType::F32 => model.clone(),
         StoredDType::F16 => model.clone().map(&mut CastParams(FloatDType::F16)),
     };
-    let bytes = model.into_record().into_bytes().map_err(|e| WeightsError::Record(e.to_string()))?;
+    let bytes = model
+        .into_record()
+        .into_bytes()
+        .map_err(|e| WeightsError::Record(e.to_string()))?;
     Ok(bytes.to_vec())
 }
 
@@ -174,7 +216,10 @@ pub fn model_to_bytes_as(model: &UNet, dtype: StoredDType) -> Result<Vec<u8>, We
 pub fn rounded_to(model: &UNet, dtype: StoredDType) -> UNet {
     match dtype {
         StoredDType::F32 => model.clone(),
-        StoredDType::F16 => model.clone().map(&mut CastParams(FloatDType::F16)).map(&mut CastParams(FloatDType::F32)),
+        StoredDType::F16 => model
+            .clone()
+            .map(&mut CastParams(FloatDType::F16))
+            .map(&mut CastParams(FloatDType::F32)),
     }
 }
 
@@ -205,6 +250,11 @@ pub fn manifest_for(
         parameters,
         training_steps,
         ema,
-        weights: WeightsFile { file: WEIGHTS_FILE.into(), bytes: weights.len(), sha256: sha256_hex(weights), dtype },
+        weights: WeightsFile {
+            file: WEIGHTS_FILE.into(),
+            bytes: weights.len(),
+            sha256: sha256_hex(weights),
+            dtype,
+        },
     }
 }

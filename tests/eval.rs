@@ -1,14 +1,23 @@
 //! The evaluation statistics against closed forms.
 
-use gendi::native::eval::{FeatureStats, frechet_distance, histogram, kl_from_uniform, symmetric_eigen};
+use gendi::native::eval::{
+    FeatureStats, frechet_distance, histogram, kl_from_uniform, symmetric_eigen,
+};
 
 fn stats(mean: Vec<f64>, cov: Vec<f64>) -> FeatureStats {
-    FeatureStats { dim: mean.len(), mean, cov }
+    FeatureStats {
+        dim: mean.len(),
+        mean,
+        cov,
+    }
 }
 
 #[test]
 fn frechet_distance_of_a_distribution_to_itself_is_zero() {
-    let a = stats(vec![0.5, -1.0, 2.0], vec![2.0, 0.3, 0.1, 0.3, 1.0, -0.2, 0.1, -0.2, 0.5]);
+    let a = stats(
+        vec![0.5, -1.0, 2.0],
+        vec![2.0, 0.3, 0.1, 0.3, 1.0, -0.2, 0.1, -0.2, 0.5],
+    );
     assert!(frechet_distance(&a, &a).abs() < 1e-9);
 }
 
@@ -27,11 +36,16 @@ fn jacobi_eigenvectors_reconstruct_the_matrix() {
     let (values, vectors) = symmetric_eigen(&m, 3);
     for i in 0..3 {
         for j in 0..3 {
-            let r: f64 = (0..3).map(|k| vectors[i * 3 + k] * values[k] * vectors[j * 3 + k]).sum();
+            let r: f64 = (0..3)
+                .map(|k| vectors[i * 3 + k] * values[k] * vectors[j * 3 + k])
+                .sum();
             assert!((r - m[i * 3 + j]).abs() < 1e-10);
         }
     }
-    assert!((values.iter().sum::<f64>() - 8.0).abs() < 1e-10, "trace is preserved");
+    assert!(
+        (values.iter().sum::<f64>() - 8.0).abs() < 1e-10,
+        "trace is preserved"
+    );
 }
 
 #[test]

@@ -13,10 +13,19 @@ fn expected_parameters(c: &UNetConfig) -> usize {
     let linear = |i: usize, o: usize| i * o + o;
     let emb = c.embedding_dim;
     let res = |i: usize, o: usize| {
-        norm(i) + conv(i, o, 3) + linear(emb, o) + norm(o) + conv(o, o, 3) + if i != o { conv(i, o, 1) } else { 0 }
+        norm(i)
+            + conv(i, o, 3)
+            + linear(emb, o)
+            + norm(o)
+            + conv(o, o, 3)
+            + if i != o { conv(i, o, 1) } else { 0 }
     };
     let attn = |ch: usize| norm(ch) + linear(ch, 3 * ch) + linear(ch, ch);
-    let chans: Vec<usize> = c.channel_mults.iter().map(|m| m * c.base_channels).collect();
+    let chans: Vec<usize> = c
+        .channel_mults
+        .iter()
+        .map(|m| m * c.base_channels)
+        .collect();
     let mut total = linear(c.base_channels, emb) + linear(emb, emb) + (c.num_classes + 1) * emb;
     total += conv(c.image_channels, c.base_channels, 3);
     let mut cur = c.base_channels;
@@ -77,11 +86,25 @@ fn labels_and_timesteps_change_the_prediction() {
 
 #[test]
 fn inconsistent_configs_are_rejected_before_building() {
-    let bad_groups = UNetConfig { groups: 7, ..UNetConfig::default() };
+    let bad_groups = UNetConfig {
+        groups: 7,
+        ..UNetConfig::default()
+    };
     assert!(bad_groups.validate().unwrap_err().contains("groups"));
-    let bad_levels = UNetConfig { channel_mults: vec![1, 1, 1, 1, 1, 1], ..UNetConfig::default() };
+    let bad_levels = UNetConfig {
+        channel_mults: vec![1, 1, 1, 1, 1, 1],
+        ..UNetConfig::default()
+    };
     assert!(bad_levels.validate().unwrap_err().contains("halve"));
-    let bad_attention = UNetConfig { attention_levels: vec![5], ..UNetConfig::default() };
-    assert!(bad_attention.validate().unwrap_err().contains("attention level"));
+    let bad_attention = UNetConfig {
+        attention_levels: vec![5],
+        ..UNetConfig::default()
+    };
+    assert!(
+        bad_attention
+            .validate()
+            .unwrap_err()
+            .contains("attention level")
+    );
     assert!(UNetConfig::default().validate().is_ok());
 }

@@ -16,11 +16,21 @@ fn schedule() -> NoiseSchedule {
 fn ddpm_step_matches_algorithm_2_by_hand() {
     // x_t = 0.5, ε = 0.1, z = 0.3, t = 500 (0-based), σ_t² = β_t. Python:
     // 1/√α_t (x − β_t/√(1−ᾱ_t) ε) + √β_t z = 0.5315710525332982; x̂0 = 1.4483286356851433.
-    let sampler = Sampler::new(schedule(), SamplerKind::Ddpm { variance: DdpmVariance::Beta })
-        .unwrap()
-        .without_clipping();
+    let sampler = Sampler::new(
+        schedule(),
+        SamplerKind::Ddpm {
+            variance: DdpmVariance::Beta,
+        },
+    )
+    .unwrap()
+    .without_clipping();
     let out = sampler
-        .step_with_noise(common::filled(0.1, SHAPE), 500, common::filled(0.5, SHAPE), Some(common::filled(0.3, SHAPE)))
+        .step_with_noise(
+            common::filled(0.1, SHAPE),
+            500,
+            common::filled(0.5, SHAPE),
+            Some(common::filled(0.3, SHAPE)),
+        )
         .unwrap();
     for v in common::values(out.prev_sample) {
         assert!((v - 0.531_571_05).abs() < 2e-6, "{v}");
@@ -33,9 +43,27 @@ fn ddpm_step_matches_algorithm_2_by_hand() {
 #[test]
 fn ddim_step_matches_eq_12_by_hand() {
     // 10 steps: 900, 800, …, 0; from t = 500 to 400 with η = 0. Python: 0.7270198665167659.
-    let sampler = Sampler::new(schedule(), SamplerKind::Ddim { steps: 10, eta: 0.0 }).unwrap().without_clipping();
-    assert_eq!(sampler.timesteps(), &[900, 800, 700, 600, 500, 400, 300, 200, 100, 0]);
-    let out = sampler.step_with_noise(common::filled(0.1, SHAPE), 500, common::filled(0.5, SHAPE), None).unwrap();
+    let sampler = Sampler::new(
+        schedule(),
+        SamplerKind::Ddim {
+            steps: 10,
+            eta: 0.0,
+        },
+    )
+    .unwrap()
+    .without_clipping();
+    assert_eq!(
+        sampler.timesteps(),
+        &[900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    );
+    let out = sampler
+        .step_with_noise(
+            common::filled(0.1, SHAPE),
+            500,
+            common::filled(0.5, SHAPE),
+            None,
+        )
+        .unwrap();
     for v in common::values(out.prev_sample) {
         assert!((v - 0.727_019_87).abs() < 2e-6, "{v}");
     }
@@ -43,8 +71,21 @@ fn ddim_step_matches_eq_12_by_hand() {
 
 #[test]
 fn ddim_with_all_steps_and_eta_1_is_ddpm() {
-    let ddpm = Sampler::new(schedule(), SamplerKind::Ddpm { variance: DdpmVariance::PosteriorBeta }).unwrap();
-    let ddim = Sampler::new(schedule(), SamplerKind::Ddim { steps: 1000, eta: 1.0 }).unwrap();
+    let ddpm = Sampler::new(
+        schedule(),
+        SamplerKind::Ddpm {
+            variance: DdpmVariance::PosteriorBeta,
+        },
+    )
+    .unwrap();
+    let ddim = Sampler::new(
+        schedule(),
+        SamplerKind::Ddim {
+            steps: 1000,
+            eta: 1.0,
+        },
+    )
+    .unwrap();
     assert_eq!(ddpm.timesteps(), ddim.timesteps());
     let mut rng = NoiseRng::new(11);
     let device = common::device();
@@ -52,29 +93,68 @@ fn ddim_with_all_steps_and_eta_1_is_ddpm() {
         let x = rng.normal_tensor(SHAPE, &device);
         let eps = rng.normal_tensor(SHAPE, &device);
         let z = rng.normal_tensor(SHAPE, &device);
-        let a = ddpm.step_with_noise(eps.clone(), t, x.clone(), Some(z.clone())).unwrap();
+        let a = ddpm
+            .step_with_noise(eps.clone(), t, x.clone(), Some(z.clone()))
+            .unwrap();
         let b = ddim.step_with_noise(eps, t, x, Some(z)).unwrap();
-        let diff = common::max_abs_diff(&common::values(a.prev_sample), &common::values(b.prev_sample));
+        let diff = common::max_abs_diff(
+            &common::values(a.prev_sample),
+            &common::values(b.prev_sample),
+        );
         assert!(diff < 1e-4, "t={t}: DDPM and DDIM(η=1) differ by {diff}");
     }
 }
 
 #[test]
 fn the_last_ddpm_step_adds_no_noise() {
-    let sampler = Sampler::new(schedule(), SamplerKind::Ddpm { variance: DdpmVariance::Beta }).unwrap();
+    let sampler = Sampler::new(
+        schedule(),
+        SamplerKind::Ddpm {
+            variance: DdpmVariance::Beta,
+        },
+    )
+    .unwrap();
     let a = sampler
-        .step_with_noise(common::filled(0.1, SHAPE), 0, common::filled(0.2, SHAPE), Some(common::filled(5.0, SHAPE)))
+        .step_with_noise(
+            common::filled(0.1, SHAPE),
+            0,
+            common::filled(0.2, SHAPE),
+            Some(common::filled(5.0, SHAPE)),
+        )
         .unwrap();
-    let b = sampler.step_with_noise(common::filled(0.1, SHAPE), 0, common::filled(0.2, SHAPE), None).unwrap();
+    let b = sampler
+        .step_with_noise(
+            common::filled(0.1, SHAPE),
+            0,
+            common::filled(0.2, SHAPE),
+            None,
+        )
+        .unwrap();
     assert_eq!(common::values(a.prev_sample), common::values(b.prev_sample));
 }
 
 #[test]
 fn a_seed_fixes_the_stochastic_steps() {
-    let sampler = Sampler::new(schedule(), SamplerKind::Ddpm { variance: DdpmVariance::Beta }).unwrap();
+    let sampler = Sampler::new(
+        schedule(),
+        SamplerKind::Ddpm {
+            variance: DdpmVariance::Beta,
+        },
+    )
+    .unwrap();
     let run = |seed| {
         let mut rng = NoiseRng::new(seed);
-        common::values(sampler.step(common::filled(0.1, SHAPE), 400, common::filled(0.2, SHAPE), &mut rng).unwrap().prev_sample)
+        common::values(
+            sampler
+                .step(
+                    common::filled(0.1, SHAPE),
+                    400,
+                    common::filled(0.2, SHAPE),
+                    &mut rng,
+                )
+                .unwrap()
+                .prev_sample,
+        )
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
@@ -89,14 +169,51 @@ fn guidance_combines_as_one_plus_w() {
 
 #[test]
 fn sampler_errors_are_precise() {
-    let too_many = Sampler::new(schedule(), SamplerKind::Ddim { steps: 1001, eta: 0.0 });
-    assert_eq!(too_many.unwrap_err(), SamplerError::TooManySteps { steps: 1001, timesteps: 1000 });
-    assert_eq!(Sampler::new(schedule(), SamplerKind::Ddim { steps: 0, eta: 0.0 }).unwrap_err(), SamplerError::NoSteps);
+    let too_many = Sampler::new(
+        schedule(),
+        SamplerKind::Ddim {
+            steps: 1001,
+            eta: 0.0,
+        },
+    );
+    assert_eq!(
+        too_many.unwrap_err(),
+        SamplerError::TooManySteps {
+            steps: 1001,
+            timesteps: 1000
+        }
+    );
+    assert_eq!(
+        Sampler::new(schedule(), SamplerKind::Ddim { steps: 0, eta: 0.0 }).unwrap_err(),
+        SamplerError::NoSteps
+    );
     assert!(matches!(
-        Sampler::new(schedule(), SamplerKind::Ddim { steps: 10, eta: -1.0 }).unwrap_err(),
+        Sampler::new(
+            schedule(),
+            SamplerKind::Ddim {
+                steps: 10,
+                eta: -1.0
+            }
+        )
+        .unwrap_err(),
         SamplerError::NegativeEta(_)
     ));
-    let ddim = Sampler::new(schedule(), SamplerKind::Ddim { steps: 10, eta: 0.0 }).unwrap();
-    let err = ddim.step_with_noise(common::filled(0.0, SHAPE), 555, common::filled(0.0, SHAPE), None);
-    assert_eq!(err.err().map(|e| e.to_string()), Some("timestep 555 is not one of this sampler's timesteps".into()));
+    let ddim = Sampler::new(
+        schedule(),
+        SamplerKind::Ddim {
+            steps: 10,
+            eta: 0.0,
+        },
+    )
+    .unwrap();
+    let err = ddim.step_with_noise(
+        common::filled(0.0, SHAPE),
+        555,
+        common::filled(0.0, SHAPE),
+        None,
+    );
+    assert_eq!(
+        err.err().map(|e| e.to_string()),
+        Some("timestep 555 is not one of this sampler's timesteps".into())
+    );
 }

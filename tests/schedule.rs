@@ -16,7 +16,11 @@ fn linear_betas_run_from_1e4_to_002() {
     assert!((s.betas[999] - 0.02).abs() < 1e-15);
     // Constant increments.
     let step = s.betas[1] - s.betas[0];
-    assert!(s.betas.windows(2).all(|w| ((w[1] - w[0]) - step).abs() < 1e-15));
+    assert!(
+        s.betas
+            .windows(2)
+            .all(|w| ((w[1] - w[0]) - step).abs() < 1e-15)
+    );
 }
 
 #[test]
@@ -41,7 +45,10 @@ fn derived_quantities_match_closed_forms() {
         assert!((s.sqrt_one_minus_alphas_cumprod[t] - (1.0 - ac).sqrt()).abs() < 1e-15);
         assert!((s.posterior_variance[t] - b * (1.0 - acp) / (1.0 - ac)).abs() < 1e-15);
         assert!((s.posterior_mean_coef_x0[t] - b * acp.sqrt() / (1.0 - ac)).abs() < 1e-15);
-        assert!((s.posterior_mean_coef_xt[t] - (1.0 - acp) * (1.0 - b).sqrt() / (1.0 - ac)).abs() < 1e-15);
+        assert!(
+            (s.posterior_mean_coef_xt[t] - (1.0 - acp) * (1.0 - b).sqrt() / (1.0 - ac)).abs()
+                < 1e-15
+        );
     }
     // diffusers pins variance(487) ≈ 0.00979 for this schedule; Python gives 0.00979157198569004.
     assert!((s.posterior_variance[487] - 0.00979157198569004).abs() < 1e-14);
@@ -50,7 +57,10 @@ fn derived_quantities_match_closed_forms() {
 
 #[test]
 fn cosine_schedule_matches_nichol_dhariwal() {
-    let s = NoiseSchedule::new(ScheduleConfig { timesteps: 1000, beta_schedule: BetaSchedule::Cosine { s: 0.008 } });
+    let s = NoiseSchedule::new(ScheduleConfig {
+        timesteps: 1000,
+        beta_schedule: BetaSchedule::Cosine { s: 0.008 },
+    });
     // Pinned from Python: ᾱ from f(t) = cos²((t/T + s)/(1 + s)·π/2) with β clipped at 0.999.
     assert!((s.alphas_cumprod[0] - 0.999958715775178).abs() < 1e-12);
     assert!((s.alphas_cumprod[499] - 0.4938435904406382).abs() < 1e-10);
@@ -73,12 +83,22 @@ fn add_noise_has_the_moments_of_q_xt_given_x0() {
     for (i, &t) in timesteps.iter().enumerate() {
         let chunk = &xt[i * 4096..(i + 1) * 4096];
         let mean = chunk.iter().map(|&v| v as f64).sum::<f64>() / 4096.0;
-        let var = chunk.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 4096.0;
+        let var = chunk
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / 4096.0;
         let expected_mean = 0.8 * s.sqrt_alphas_cumprod[t];
         let expected_var = 1.0 - s.alphas_cumprod[t];
         // 4096 samples: the standard error of the mean is σ/64.
-        assert!((mean - expected_mean).abs() < 4.0 * expected_var.sqrt() / 64.0 + 1e-6, "t={t}: mean {mean} vs {expected_mean}");
-        assert!((var - expected_var).abs() < 0.1 * expected_var + 1e-8, "t={t}: var {var} vs {expected_var}");
+        assert!(
+            (mean - expected_mean).abs() < 4.0 * expected_var.sqrt() / 64.0 + 1e-6,
+            "t={t}: mean {mean} vs {expected_mean}"
+        );
+        assert!(
+            (var - expected_var).abs() < 0.1 * expected_var + 1e-8,
+            "t={t}: var {var} vs {expected_var}"
+        );
     }
 }
 

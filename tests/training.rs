@@ -19,13 +19,24 @@ fn run_dir(name: &str) -> std::path::PathBuf {
 }
 
 fn quiet(dir: &std::path::Path, checkpoint_every: u64) -> RunOptions {
-    RunOptions { checkpoint_every, sample_every: 0, progress: false, ..RunOptions::new(dir) }
+    RunOptions {
+        checkpoint_every,
+        sample_every: 0,
+        progress: false,
+        ..RunOptions::new(dir)
+    }
 }
 
 #[test]
 fn a_short_run_on_real_digits_lowers_the_loss() {
     let data = mnist(320);
-    let config = TrainConfig { batch_size: 16, steps: 60, warmup_steps: 5, learning_rate: 1e-3, ..TrainConfig::default() };
+    let config = TrainConfig {
+        batch_size: 16,
+        steps: 60,
+        warmup_steps: 5,
+        learning_rate: 1e-3,
+        ..TrainConfig::default()
+    };
     let dir = run_dir("loss");
     let mut trainer = Trainer::new(config, &common::device()).unwrap();
     let report = trainer.run(&data, &quiet(&dir, 0)).unwrap();
@@ -35,15 +46,32 @@ fn a_short_run_on_real_digits_lowers_the_loss() {
     assert!(last < 0.6 * first, "loss went from {first} to {last}");
     // The run wrote its artefacts.
     assert!(dir.join("loss.png").exists());
-    assert_eq!(std::fs::read_to_string(dir.join("loss.csv")).unwrap().lines().count(), 61);
-    assert_eq!(Checkpoint::load(&dir.join("checkpoint.gendi")).unwrap().state.step, 60);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("loss.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        61
+    );
+    assert_eq!(
+        Checkpoint::load(&dir.join("checkpoint.gendi"))
+            .unwrap()
+            .state
+            .step,
+        60
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
     let data = mnist(64);
-    let config = TrainConfig { batch_size: 8, steps: 6, warmup_steps: 2, ..TrainConfig::default() };
+    let config = TrainConfig {
+        batch_size: 8,
+        steps: 6,
+        warmup_steps: 2,
+        ..TrainConfig::default()
+    };
     let device = common::device();
 
     let straight_dir = run_dir("straight");
@@ -52,7 +80,10 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
 
     let killed_dir = run_dir("killed");
     let mut killed = Trainer::new(config, &device).unwrap();
-    let options = RunOptions { stop_at: Some(3), ..quiet(&killed_dir, 3) };
+    let options = RunOptions {
+        stop_at: Some(3),
+        ..quiet(&killed_dir, 3)
+    };
     killed.run(&data, &options).unwrap();
     let saved = Checkpoint::load(&options.checkpoint_path()).unwrap();
     drop(killed);
@@ -66,32 +97,55 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
     let forgetful_dir = run_dir("forgetful");
     std::fs::create_dir_all(&forgetful_dir).unwrap();
     let forgetful_checkpoint = Checkpoint {
-        optimizer: Trainer::new(saved.state.config.clone(), &device).unwrap().checkpoint().unwrap().optimizer,
+        optimizer: Trainer::new(saved.state.config.clone(), &device)
+            .unwrap()
+            .checkpoint()
+            .unwrap()
+            .optimizer,
         ..saved
     };
-    forgetful_checkpoint.save(&forgetful_dir.join("checkpoint.gendi")).unwrap();
+    forgetful_checkpoint
+        .save(&forgetful_dir.join("checkpoint.gendi"))
+        .unwrap();
     let mut forgetful = Trainer::resume(&forgetful_dir.join("checkpoint.gendi"), &device).unwrap();
     forgetful.run(&data, &quiet(&forgetful_dir, 0)).unwrap();
     assert_eq!(resumed.state.step, 6);
-    assert_eq!(resumed.state.rng, straight.state.rng, "the RNG continues where it stopped");
+    assert_eq!(
+        resumed.state.rng, straight.state.rng,
+        "the RNG continues where it stopped"
+    );
 
     let a = straight.checkpoint().unwrap();
     let b = resumed.checkpoint().unwrap();
     let floats = |bytes: &[u8]| -> Vec<f32> {
-        let model = gendi::weights::model_from_bytes(&a.state.config.model, bytes, &device).unwrap();
+        let model =
+            gendi::weights::model_from_bytes(&a.state.config.model, bytes, &device).unwrap();
         let x = common::filled(0.2, [1, 1, 28, 28]);
         common::values(model.forward(x, &[300], &[Some(2)]))
     };
     let diff = common::max_abs_diff(&floats(&a.model), &floats(&b.model));
-    assert!(diff < 1e-4, "resumed run differs from the uninterrupted one by {diff}");
+    assert!(
+        diff < 1e-4,
+        "resumed run differs from the uninterrupted one by {diff}"
+    );
     let diff = common::max_abs_diff(&floats(&a.ema), &floats(&b.ema));
     assert!(diff < 1e-4, "resumed EMA differs by {diff}");
-    let control = common::max_abs_diff(&floats(&a.model), &floats(&forgetful.checkpoint().unwrap().model));
-    assert!(control > 1e-3, "losing the optimizer state should change the result (only {control})");
+    let control = common::max_abs_diff(
+        &floats(&a.model),
+        &floats(&forgetful.checkpoint().unwrap().model),
+    );
+    assert!(
+        control > 1e-3,
+        "losing the optimizer state should change the result (only {control})"
+    );
     std::fs::remove_dir_all(forgetful_dir).unwrap();
     // The loss log has each step once.
     let csv = std::fs::read_to_string(killed_dir.join("loss.csv")).unwrap();
-    let steps: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    let steps: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
     assert_eq!(steps, ["1", "2", "3", "4", "5", "6"]);
     std::fs::remove_dir_all(straight_dir).unwrap();
     std::fs::remove_dir_all(killed_dir).unwrap();
@@ -100,10 +154,23 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
 #[test]
 fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let data = mnist(32);
-    let config = TrainConfig { batch_size: 8, steps: 6, warmup_steps: 1, ..TrainConfig::default() };
+    let config = TrainConfig {
+        batch_size: 8,
+        steps: 6,
+        warmup_steps: 1,
+        ..TrainConfig::default()
+    };
     let dir = run_dir("nan");
     let mut trainer = Trainer::new(config, &common::device()).unwrap();
-    trainer.run(&data, &RunOptions { stop_at: Some(2), ..quiet(&dir, 1) }).unwrap();
+    trainer
+        .run(
+            &data,
+            &RunOptions {
+                stop_at: Some(2),
+                ..quiet(&dir, 1)
+            },
+        )
+        .unwrap();
     // Then the learning rate blows up: step 3's update turns the weights to NaN.
     trainer.state.config.learning_rate = f64::INFINITY;
     let err = trainer.run(&data, &quiet(&dir, 1)).unwrap_err();
@@ -114,10 +181,16 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
         }
         other => panic!("expected a non-finite loss error, got {other}"),
     }
-    assert!(err.to_string().contains("last good checkpoint (step 2)"), "{err}");
-    let kept = Checkpoint::load(&dir.join("checkpoint.gendi")).expect("the last good checkpoint loads");
+    assert!(
+        err.to_string().contains("last good checkpoint (step 2)"),
+        "{err}"
+    );
+    let kept =
+        Checkpoint::load(&dir.join("checkpoint.gendi")).expect("the last good checkpoint loads");
     assert_eq!(kept.state.step, 2);
-    let model = gendi::weights::model_from_bytes(&kept.state.config.model, &kept.model, &common::device()).unwrap();
+    let model =
+        gendi::weights::model_from_bytes(&kept.state.config.model, &kept.model, &common::device())
+            .unwrap();
     let out = common::values(model.forward(common::filled(0.1, [1, 1, 28, 28]), &[10], &[None]));
     assert!(out.iter().all(|v| v.is_finite()));
     std::fs::remove_dir_all(dir).unwrap();
@@ -126,9 +199,16 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn a_truncated_checkpoint_is_an_error_not_a_panic() {
     let data = mnist(16);
-    let config = TrainConfig { batch_size: 8, steps: 1, ..TrainConfig::default() };
+    let config = TrainConfig {
+        batch_size: 8,
+        steps: 1,
+        ..TrainConfig::default()
+    };
     let dir = run_dir("truncated");
-    Trainer::new(config, &common::device()).unwrap().run(&data, &quiet(&dir, 1)).unwrap();
+    Trainer::new(config, &common::device())
+        .unwrap()
+        .run(&data, &quiet(&dir, 1))
+        .unwrap();
     let path = dir.join("checkpoint.gendi");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();

@@ -12,7 +12,15 @@ fn exported() -> (weights::Manifest, Vec<u8>, gendi::model::UNet) {
     let config = UNetConfig::default();
     let model = config.init(&common::device());
     let bytes = weights::model_to_bytes(&model).unwrap();
-    let manifest = weights::manifest_for(&config, ScheduleConfig::default(), model.num_params(), 12, true, &bytes, StoredDType::F32);
+    let manifest = weights::manifest_for(
+        &config,
+        ScheduleConfig::default(),
+        model.num_params(),
+        12,
+        true,
+        &bytes,
+        StoredDType::F32,
+    );
     (manifest, bytes, model)
 }
 
@@ -41,8 +49,21 @@ fn export_then_load_gives_bit_identical_outputs() {
 fn f16_export_loads_as_the_f16_rounded_model_at_half_the_size() {
     let (manifest32, bytes32, model) = exported();
     let bytes = weights::model_to_bytes_as(&model, StoredDType::F16).unwrap();
-    assert!(bytes.len() < bytes32.len() * 6 / 10, "{} vs {} bytes", bytes.len(), bytes32.len());
-    let manifest = weights::manifest_for(&manifest32.model, manifest32.schedule, manifest32.parameters, 12, true, &bytes, StoredDType::F16);
+    assert!(
+        bytes.len() < bytes32.len() * 6 / 10,
+        "{} vs {} bytes",
+        bytes.len(),
+        bytes32.len()
+    );
+    let manifest = weights::manifest_for(
+        &manifest32.model,
+        manifest32.schedule,
+        manifest32.parameters,
+        12,
+        true,
+        &bytes,
+        StoredDType::F16,
+    );
     let dir = temp_dir("f16");
     write_weights(&manifest, &bytes, &dir).unwrap();
     let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
@@ -50,10 +71,18 @@ fn f16_export_loads_as_the_f16_rounded_model_at_half_the_size() {
     let rounded = weights::rounded_to(&model, StoredDType::F16);
     let mut rng = gendi::rng::NoiseRng::new(2);
     let x = rng.normal_tensor([2, 1, 28, 28], &common::device());
-    let run = |m: &gendi::model::UNet| common::values(m.forward(x.clone(), &[10, 900], &[Some(4), None]));
-    assert_eq!(run(&loaded), run(&rounded), "loading f16 weights gives the f16-rounded model exactly");
+    let run =
+        |m: &gendi::model::UNet| common::values(m.forward(x.clone(), &[10, 900], &[Some(4), None]));
+    assert_eq!(
+        run(&loaded),
+        run(&rounded),
+        "loading f16 weights gives the f16-rounded model exactly"
+    );
     let drift = common::max_abs_diff(&run(&loaded), &run(&model));
-    assert!(drift > 0.0 && drift < 1e-2, "f16 storage moves outputs by {drift}");
+    assert!(
+        drift > 0.0 && drift < 1e-2,
+        "f16 storage moves outputs by {drift}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -71,12 +100,24 @@ fn manifest_records_length_hash_and_version() {
 fn truncated_weights_are_an_error() {
     let (manifest, bytes, _) = exported();
     let cut = &bytes[..bytes.len() / 2];
-    let err = weights::load_model(&manifest, cut, &common::device()).err().unwrap();
+    let err = weights::load_model(&manifest, cut, &common::device())
+        .err()
+        .unwrap();
     assert!(matches!(err, WeightsError::Length { .. }), "{err}");
     assert!(err.to_string().contains("truncated"));
     // Even with a manifest that agrees with the cut bytes, decoding fails cleanly.
-    let lying = weights::manifest_for(&manifest.model, manifest.schedule, manifest.parameters, 0, true, cut, StoredDType::F32);
-    let err = weights::load_model(&lying, cut, &common::device()).err().unwrap();
+    let lying = weights::manifest_for(
+        &manifest.model,
+        manifest.schedule,
+        manifest.parameters,
+        0,
+        true,
+        cut,
+        StoredDType::F32,
+    );
+    let err = weights::load_model(&lying, cut, &common::device())
+        .err()
+        .unwrap();
     assert!(matches!(err, WeightsError::Record(_)), "{err}");
 }
 
@@ -85,7 +126,9 @@ fn a_flipped_byte_fails_the_checksum() {
     let (manifest, mut bytes, _) = exported();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
-    let err = weights::load_model(&manifest, &bytes, &common::device()).err().unwrap();
+    let err = weights::load_model(&manifest, &bytes, &common::device())
+        .err()
+        .unwrap();
     assert!(matches!(err, WeightsError::Checksum { .. }), "{err}");
 }
 
@@ -94,11 +137,15 @@ fn a_manifest_whose_config_does_not_match_is_an_error() {
     let (manifest, bytes, _) = exported();
     let mut wrong = manifest.clone();
     wrong.model.base_channels = 64;
-    let err = weights::load_model(&wrong, &bytes, &common::device()).err().unwrap();
+    let err = weights::load_model(&wrong, &bytes, &common::device())
+        .err()
+        .unwrap();
     assert!(matches!(err, WeightsError::Record(_)), "{err}");
     let mut wrong = manifest;
     wrong.model.blocks_per_level = 1;
-    let err = weights::load_model(&wrong, &bytes, &common::device()).err().unwrap();
+    let err = weights::load_model(&wrong, &bytes, &common::device())
+        .err()
+        .unwrap();
     assert!(matches!(err, WeightsError::Record(_)), "{err}");
 }
 
@@ -109,10 +156,16 @@ fn unknown_versions_and_broken_manifests_are_errors() {
     value["format_version"] = serde_json::json!(FORMAT_VERSION + 1);
     let err = parse_manifest(&value.to_string()).unwrap_err();
     assert_eq!(err, WeightsError::UnsupportedVersion(FORMAT_VERSION + 1));
-    assert!(matches!(parse_manifest("{\"format_version\": 1"), Err(WeightsError::Manifest(_))));
+    assert!(matches!(
+        parse_manifest("{\"format_version\": 1"),
+        Err(WeightsError::Manifest(_))
+    ));
     let mut value = serde_json::to_value(&manifest).unwrap();
     value["model"]["groups"] = serde_json::json!(5);
-    assert!(matches!(parse_manifest(&value.to_string()), Err(WeightsError::UnsupportedModel(_))));
+    assert!(matches!(
+        parse_manifest(&value.to_string()),
+        Err(WeightsError::UnsupportedModel(_))
+    ));
 }
 
 #[test]

@@ -3,7 +3,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -75,9 +77,14 @@ impl ResidualBlock {
     ///   - output: [batch, channels_out, height, width]
     pub fn forward(&self, x: Tensor<4>, embedding: Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let bias = self.embedding_projection.forward(embedding).unsqueeze_dims::<4>(&[2, 3]); // [B, C, 1, 1]
+        let bias = self
+            .embedding_projection
+            .forward(embedding)
+            .unsqueeze_dims::<4>(&[2, 3]); // [B, C, 1, 1]
         let h = h + bias;
-        let h = self.conv2.forward(self.dropout.forward(silu(self.norm2.forward(h))));
+        let h = self
+            .conv2
+            .forward(self.dropout.forward(silu(self.norm2.forward(h))));
         let skip = match &self.skip {
             Some(conv) => conv.forward(x),
             None => x,
@@ -98,7 +105,10 @@ pub struct AttentionBlock {
 
 impl AttentionBlock {
     pub fn new(channels: usize, heads: usize, groups: usize, device: &Device) -> Self {
-        assert!(channels % heads == 0, "attention: {channels} channels do not split into {heads} heads");
+        assert!(
+            channels % heads == 0,
+            "attention: {channels} channels do not split into {heads} heads"
+        );
         Self {
             norm: GroupNormConfig::new(groups, channels).init(device),
             qkv: LinearConfig::new(channels, 3 * channels).init(device),
@@ -113,7 +123,11 @@ impl AttentionBlock {
         let [batch, channels, height, width] = x.dims();
         let tokens = height * width;
         let head_dim = channels / self.heads;
-        let h = self.norm.forward(x.clone()).reshape([batch, channels, tokens]).swap_dims(1, 2); // [B, N, C]
+        let h = self
+            .norm
+            .forward(x.clone())
+            .reshape([batch, channels, tokens])
+            .swap_dims(1, 2); // [B, N, C]
         let qkv = self.qkv.forward(h); // [B, N, 3C]
         let split = |i: usize| {
             qkv.clone()
@@ -125,7 +139,11 @@ impl AttentionBlock {
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f32).sqrt(); // [B, heads, N, N]
         let attended = softmax(scores, 3).matmul(v); // [B, heads, N, d]
         let attended = attended.swap_dims(1, 2).reshape([batch, tokens, channels]);
-        let out = self.out.forward(attended).swap_dims(1, 2).reshape([batch, channels, height, width]);
+        let out = self
+            .out
+            .forward(attended)
+            .swap_dims(1, 2)
+            .reshape([batch, channels, height, width]);
         x + out
     }
 }
@@ -160,7 +178,9 @@ pub struct Upsample {
 
 impl Upsample {
     pub fn new(channels: usize, device: &Device) -> Self {
-        Self { conv: conv3x3(channels, channels, device) }
+        Self {
+            conv: conv3x3(channels, channels, device),
+        }
     }
 
     /// [B, C, H, W] → [B, C, 2H, 2W]

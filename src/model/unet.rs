@@ -7,7 +7,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{AttentionBlock, Downsample, ResidualBlock, Upsample, conv3x3, timestep_embedding};
+use super::blocks::{
+    AttentionBlock, Downsample, ResidualBlock, Upsample, conv3x3, timestep_embedding,
+};
 
 /// The U-Net's architecture. Saved in every checkpoint and in the weights' manifest, so the
 /// exact network can be rebuilt from either alone.
@@ -64,25 +66,39 @@ impl UNetConfig {
     pub fn validate(&self) -> Result<(), String> {
         let levels = self.channel_mults.len();
         if levels == 0 || self.base_channels == 0 || self.blocks_per_level == 0 {
-            return Err("channel_mults, base_channels and blocks_per_level must be non-zero".into());
+            return Err(
+                "channel_mults, base_channels and blocks_per_level must be non-zero".into(),
+            );
         }
         if self.image_size == 0 || self.image_channels == 0 || self.embedding_dim < 2 {
             return Err("image_size, image_channels and embedding_dim must be set".into());
         }
         if self.image_size % (1 << (levels - 1)) != 0 {
-            return Err(format!("image_size {} does not halve {} times", self.image_size, levels - 1));
+            return Err(format!(
+                "image_size {} does not halve {} times",
+                self.image_size,
+                levels - 1
+            ));
         }
         for &mult in &self.channel_mults {
             let channels = self.base_channels * mult;
             if mult == 0 || self.groups == 0 || channels % self.groups != 0 {
-                return Err(format!("{channels} channels do not split into {} groups", self.groups));
+                return Err(format!(
+                    "{channels} channels do not split into {} groups",
+                    self.groups
+                ));
             }
             if self.attention_heads == 0 || channels % self.attention_heads != 0 {
-                return Err(format!("{channels} channels do not split into {} heads", self.attention_heads));
+                return Err(format!(
+                    "{channels} channels do not split into {} heads",
+                    self.attention_heads
+                ));
             }
         }
         if let Some(level) = self.attention_levels.iter().find(|&&l| l >= levels) {
-            return Err(format!("attention level {level} does not exist ({levels} levels)"));
+            return Err(format!(
+                "attention level {level} does not exist ({levels} levels)"
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
@@ -96,11 +112,19 @@ impl UNetConfig {
         let channels = |level: usize| self.base_channels * self.channel_mults[level];
         let levels = self.channel_mults.len();
         let emb = self.embedding_dim;
-        let block = |cin, cout| ResidualBlock::new(cin, cout, emb, self.groups, self.dropout, device);
+        let block =
+            |cin, cout| ResidualBlock::new(cin, cout, emb, self.groups, self.dropout, device);
         let attention = |level: usize| -> Vec<AttentionBlock> {
             if self.attention_levels.contains(&level) {
                 (0..self.blocks_per_level)
-                    .map(|_| AttentionBlock::new(channels(level), self.attention_heads, self.groups, device))
+                    .map(|_| {
+                        AttentionBlock::new(
+                            channels(level),
+                            self.attention_heads,
+                            self.groups,
+                            device,
+                        )
+                    })
                     .collect()
             } else {
                 Vec::new()
@@ -118,7 +142,11 @@ impl UNetConfig {
                 skip_channels.push(current);
             }
             let downsample = (level + 1 < levels).then(|| Downsample::new(current, device));
-            down.push(DownLevel { blocks, attentions: attention(level), downsample });
+            down.push(DownLevel {
+                blocks,
+                attentions: attention(level),
+                downsample,
+            });
         }
 
         let middle = MiddleBlock {
@@ -136,7 +164,11 @@ impl UNetConfig {
                 current = channels(level);
             }
             let upsample = (level > 0).then(|| Upsample::new(current, device));
-            up.push(UpLevel { blocks, attentions: attention(level), upsample });
+            up.push(UpLevel {
+                blocks,
+                attentions: attention(level),
+                upsample,
+            });
         }
 
         UNet {
@@ -205,7 +237,12 @@ impl UNet {
     ///   - x: [batch, image_channels, image_size, image_size]
     ///   - timesteps, labels: batch entries each
     ///   - output: like x
-    pub fn forward(&self, x: Tensor<4>, timesteps: &[usize], labels: &[Option<usize>]) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        timesteps: &[usize],
+        labels: &[Option<usize>],
+    ) -> Tensor<4> {
         let device = x.device();
         let embedding = self.embed(timesteps, labels, &device); // [B, emb], after SiLU
 
@@ -250,12 +287,19 @@ impl UNet {
         let time = timestep_embedding(timesteps, self.time_features, device);
         let mut embedding = self.time_mlp2.forward(silu(self.time_mlp1.forward(time)));
         if let Some(table) = &self.label_embedding {
-            assert_eq!(labels.len(), batch, "the U-Net needs one label (or None) per sample");
+            assert_eq!(
+                labels.len(),
+                batch,
+                "the U-Net needs one label (or None) per sample"
+            );
             let indices: Vec<i64> = labels
                 .iter()
                 .map(|label| match label {
                     Some(digit) if *digit < self.num_classes => *digit as i64,
-                    Some(digit) => panic!("label {digit} is not one of the {} classes", self.num_classes),
+                    Some(digit) => panic!(
+                        "label {digit} is not one of the {} classes",
+                        self.num_classes
+                    ),
                     None => self.num_classes as i64,
                 })
                 .collect();

@@ -31,15 +31,25 @@ pub struct BenchReport {
 /// Random images: the speed of a step does not depend on what the pixels show.
 fn synthetic_mnist(count: usize) -> Mnist {
     let mut rng = NoiseRng::new(7);
-    let pixels = (0..count * IMAGE_PIXELS).map(|_| rng.below(256) as u8).collect();
+    let pixels = (0..count * IMAGE_PIXELS)
+        .map(|_| rng.below(256) as u8)
+        .collect();
     let labels = (0..count).map(|i| (i % 10) as u8).collect();
     Mnist::from_parts(pixels, labels).expect("consistent sizes")
 }
 
-pub fn run(device: &Device, device_name: &str, train_steps: usize, sample_steps: usize) -> BenchReport {
+pub fn run(
+    device: &Device,
+    device_name: &str,
+    train_steps: usize,
+    sample_steps: usize,
+) -> BenchReport {
     let batch = 64;
     let data = synthetic_mnist(batch * 4);
-    let config = TrainConfig { batch_size: batch, ..TrainConfig::default() };
+    let config = TrainConfig {
+        batch_size: batch,
+        ..TrainConfig::default()
+    };
     let mut trainer = Trainer::new(config, device).expect("the default config is valid");
     let indices: Vec<usize> = (0..batch).collect();
     // Warm-up: first-call allocations, kernel compilation on GPUs.
@@ -54,14 +64,27 @@ pub fn run(device: &Device, device_name: &str, train_steps: usize, sample_steps:
 
     let model = UNetConfig::default().init(device);
     let schedule = NoiseSchedule::new(Default::default());
-    let sampler = Sampler::new(schedule, SamplerKind::Ddpm { variance: DdpmVariance::PosteriorBeta })
-        .expect("DDPM over T steps is valid");
+    let sampler = Sampler::new(
+        schedule,
+        SamplerKind::Ddpm {
+            variance: DdpmVariance::PosteriorBeta,
+        },
+    )
+    .expect("DDPM over T steps is valid");
     let per_step = |count: usize| {
-        let request = GenerationRequest { count, seed: 1, digit: None, guidance: 0.0 };
+        let request = GenerationRequest {
+            count,
+            seed: 1,
+            digit: None,
+            guidance: 0.0,
+        };
         let mut generation = Generation::new(sampler.clone(), &request, device);
         let mut run = |steps: usize| {
             for _ in 0..steps {
-                let out = generation.step(&model).expect("valid step").expect("steps remain");
+                let out = generation
+                    .step(&model)
+                    .expect("valid step")
+                    .expect("steps remain");
                 let _ = out.prev_sample.into_data();
             }
         };
@@ -76,7 +99,9 @@ pub fn run(device: &Device, device_name: &str, train_steps: usize, sample_steps:
     BenchReport {
         device: device_name.to_string(),
         parameters: model.num_params(),
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         train_batch: batch,
         train_steps_timed: train_steps,
         train_images_per_s,

@@ -44,9 +44,17 @@ pub enum CheckpointError {
 impl std::fmt::Display for CheckpointError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Missing(p) => write!(f, "no checkpoint at {} (train first, or pass --checkpoint)", p.display()),
+            Self::Missing(p) => write!(
+                f,
+                "no checkpoint at {} (train first, or pass --checkpoint)",
+                p.display()
+            ),
             Self::Io(p, e) => write!(f, "cannot read or write checkpoint {}: {e}", p.display()),
-            Self::Corrupt(p, m) => write!(f, "checkpoint {} is corrupted or truncated: {m}", p.display()),
+            Self::Corrupt(p, m) => write!(
+                f,
+                "checkpoint {} is corrupted or truncated: {m}",
+                p.display()
+            ),
         }
     }
 }
@@ -57,13 +65,15 @@ impl Checkpoint {
     /// Writes atomically: a temporary file beside `path`, fsync, rename.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
         let io = |e| CheckpointError::Io(path.to_path_buf(), e);
-        let state = serde_json::to_vec_pretty(&self.state).map_err(|e| io(std::io::Error::other(e)))?;
+        let state =
+            serde_json::to_vec_pretty(&self.state).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = path.with_extension("tmp");
         {
             let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
             file.write_all(MAGIC).map_err(io)?;
             for section in [&state, &self.model, &self.ema, &self.optimizer] {
-                file.write_all(&(section.len() as u64).to_le_bytes()).map_err(io)?;
+                file.write_all(&(section.len() as u64).to_le_bytes())
+                    .map_err(io)?;
                 file.write_all(section).map_err(io)?;
             }
             let file = file.into_inner().map_err(|e| io(e.into_error()))?;
@@ -101,7 +111,13 @@ impl Checkpoint {
         let optimizer = sections.pop().expect("4 sections");
         let ema = sections.pop().expect("4 sections");
         let model = sections.pop().expect("4 sections");
-        let state = serde_json::from_slice(&sections[0]).map_err(|e| corrupt(&format!("state: {e}")))?;
-        Ok(Self { state, model, ema, optimizer })
+        let state =
+            serde_json::from_slice(&sections[0]).map_err(|e| corrupt(&format!("state: {e}")))?;
+        Ok(Self {
+            state,
+            model,
+            ema,
+            optimizer,
+        })
     }
 }

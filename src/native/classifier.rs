@@ -72,17 +72,27 @@ impl Classifier {
     /// Scores images given as values in [−1, 1], 784 per image.
     pub fn score(&self, images: &[f32], device: &Device) -> Scores {
         let count = images.len() / (IMAGE_SIDE * IMAGE_SIDE);
-        let mut scores = Scores { features: Vec::new(), predictions: Vec::new(), confidences: Vec::new() };
+        let mut scores = Scores {
+            features: Vec::new(),
+            predictions: Vec::new(),
+            confidences: Vec::new(),
+        };
         for start in (0..count).step_by(250) {
             let n = (count - start).min(250);
             let chunk = images[start * 784..(start + n) * 784].to_vec();
-            let x = Tensor::from_data(TensorData::new(chunk, [n, 1, IMAGE_SIDE, IMAGE_SIDE]), device);
+            let x = Tensor::from_data(
+                TensorData::new(chunk, [n, 1, IMAGE_SIDE, IMAGE_SIDE]),
+                device,
+            );
             let (features, logits) = self.forward(x);
             let probs: Vec<f32> = softmax(logits, 1).into_data().try_to_vec().expect("f32");
             let features: Vec<f32> = features.into_data().try_to_vec().expect("f32");
             scores.features.extend(features.iter().map(|&v| v as f64));
             for row in probs.chunks(10) {
-                let (best, p) = row.iter().enumerate().fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+                let (best, p) = row
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
                 scores.predictions.push(best);
                 scores.confidences.push(p as f64);
             }
@@ -95,13 +105,23 @@ impl Classifier {
 pub fn images_of(data: &Mnist, indices: &[usize]) -> Vec<f32> {
     indices
         .iter()
-        .flat_map(|&i| data.image(i).iter().map(|&p| crate::data::normalize_to_neg_one_to_one(p)))
+        .flat_map(|&i| {
+            data.image(i)
+                .iter()
+                .map(|&p| crate::data::normalize_to_neg_one_to_one(p))
+        })
         .collect()
 }
 
 /// Trains the classifier on the training split with a fixed seed (AdamW, batch 128), reporting
 /// progress through `on_step(step, total, loss)`.
-pub fn train(train: &Mnist, epochs: usize, seed: u64, device: &Device, mut on_step: impl FnMut(usize, usize, f32)) -> Classifier {
+pub fn train(
+    train: &Mnist,
+    epochs: usize,
+    seed: u64,
+    device: &Device,
+    mut on_step: impl FnMut(usize, usize, f32),
+) -> Classifier {
     let autodiff = device.clone().autodiff();
     autodiff.seed(seed);
     let mut model = Classifier::new(&autodiff);
@@ -134,11 +154,17 @@ pub fn save(model: &Classifier, path: &Path) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let tmp = path.with_extension("tmp");
-    model.clone().into_record().save(&tmp).map_err(|e| e.to_string())?;
+    model
+        .clone()
+        .into_record()
+        .save(&tmp)
+        .map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub fn load(path: &Path, device: &Device) -> Result<Classifier, String> {
     let record = ModuleRecord::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Classifier::new(device).try_load_record(record).map_err(|e| format!("{}: {e}", path.display()))
+    Classifier::new(device)
+        .try_load_record(record)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }

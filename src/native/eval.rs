@@ -48,7 +48,12 @@ impl FeatureStats {
 /// computed as Σ √λ of the symmetric Σ₁^½ Σ₂ Σ₁^½.
 pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> f64 {
     let n = a.dim;
-    let mean_term: f64 = a.mean.iter().zip(&b.mean).map(|(x, y)| (x - y).powi(2)).sum();
+    let mean_term: f64 = a
+        .mean
+        .iter()
+        .zip(&b.mean)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum();
     let trace = |m: &[f64]| (0..n).map(|i| m[i * n + i]).sum::<f64>();
     let (values, vectors) = symmetric_eigen(&a.cov, n);
     // Σ₁^½ = V diag(√λ) Vᵀ
@@ -89,7 +94,10 @@ pub fn symmetric_eigen(matrix: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
         v[i * n + i] = 1.0;
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * n + j].powi(2)).sum();
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j].powi(2))
+            .sum();
         let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().max(1e-300);
         if off <= 1e-22 * scale {
             break;
@@ -182,6 +190,10 @@ impl SetReport {
 }
 
 pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
-    let right = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+    let right = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count();
     right as f64 / labels.len().max(1) as f64
 }

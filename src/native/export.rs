@@ -31,11 +31,21 @@ impl std::error::Error for ExportError {}
 
 /// Writes the EMA (or raw) weights of `checkpoint`, stored as `dtype`, and their manifest into
 /// `out_dir`.
-pub fn export(checkpoint: &Checkpoint, out_dir: &Path, ema: bool, dtype: StoredDType) -> Result<Manifest, ExportError> {
+pub fn export(
+    checkpoint: &Checkpoint,
+    out_dir: &Path,
+    ema: bool,
+    dtype: StoredDType,
+) -> Result<Manifest, ExportError> {
     let config = &checkpoint.state.config;
-    let trained = if ema { &checkpoint.ema } else { &checkpoint.model };
+    let trained = if ema {
+        &checkpoint.ema
+    } else {
+        &checkpoint.model
+    };
     // Load once: checks the bytes fit the config and counts the parameters.
-    let model = weights::model_from_bytes(&config.model, trained, &Device::flex()).map_err(ExportError::Weights)?;
+    let model = weights::model_from_bytes(&config.model, trained, &Device::flex())
+        .map_err(ExportError::Weights)?;
     let bytes = weights::model_to_bytes_as(&model, dtype).map_err(ExportError::Weights)?;
     let manifest = weights::manifest_for(
         &config.model,
@@ -52,10 +62,16 @@ pub fn export(checkpoint: &Checkpoint, out_dir: &Path, ema: bool, dtype: StoredD
 
 /// Writes `bytes` and `manifest` into `out_dir`, each through a temporary file and a rename.
 pub fn write_weights(manifest: &Manifest, bytes: &[u8], out_dir: &Path) -> Result<(), ExportError> {
-    let io = |p: &Path| { let p = p.to_path_buf(); move |e| ExportError::Io(p, e) };
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| ExportError::Io(p, e)
+    };
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
     let json = serde_json::to_string_pretty(manifest).expect("a manifest serialises");
-    for (name, content) in [(manifest.weights.file.as_str(), bytes), (MANIFEST_FILE, json.as_bytes())] {
+    for (name, content) in [
+        (manifest.weights.file.as_str(), bytes),
+        (MANIFEST_FILE, json.as_bytes()),
+    ] {
         let path = out_dir.join(name);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, content).map_err(io(&tmp))?;
@@ -67,7 +83,8 @@ pub fn write_weights(manifest: &Manifest, bytes: &[u8], out_dir: &Path) -> Resul
 /// Reads `manifest.json` and the weights beside it, checks them, and builds the model.
 pub fn load_exported(dir: &Path, device: &Device) -> Result<(Manifest, UNet), ExportError> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let json = std::fs::read_to_string(&manifest_path).map_err(|e| ExportError::Io(manifest_path.clone(), e))?;
+    let json = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| ExportError::Io(manifest_path.clone(), e))?;
     let manifest = weights::parse_manifest(&json).map_err(ExportError::Weights)?;
     let weights_path = dir.join(&manifest.weights.file);
     let bytes = std::fs::read(&weights_path).map_err(|e| ExportError::Io(weights_path, e))?;

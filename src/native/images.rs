@@ -13,7 +13,11 @@ pub struct Gray {
 
 impl Gray {
     pub fn new(width: usize, height: usize, fill: u8) -> Self {
-        Self { width, height, pixels: vec![fill; width * height] }
+        Self {
+            width,
+            height,
+            pixels: vec![fill; width * height],
+        }
     }
 
     pub fn set(&mut self, x: usize, y: usize, value: u8) {
@@ -37,7 +41,9 @@ impl Gray {
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
         let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
-        writer.write_image_data(&self.pixels).map_err(std::io::Error::other)?;
+        writer
+            .write_image_data(&self.pixels)
+            .map_err(std::io::Error::other)?;
         writer.finish().map_err(std::io::Error::other)
     }
 }
@@ -71,7 +77,10 @@ pub fn plot(values: &[f64], width: usize, height: usize) -> Gray {
     let log = finite.iter().all(|&v| v > 0.0);
     let map = |v: f64| if log { v.log10() } else { v };
     let lo = finite.iter().map(|&v| map(v)).fold(f64::INFINITY, f64::min);
-    let hi = finite.iter().map(|&v| map(v)).fold(f64::NEG_INFINITY, f64::max);
+    let hi = finite
+        .iter()
+        .map(|&v| map(v))
+        .fold(f64::NEG_INFINITY, f64::max);
     let span = (hi - lo).max(1e-12);
     let margin = 8;
     let (plot_w, plot_h) = (width - 2 * margin, height - 2 * margin);

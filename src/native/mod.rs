@@ -48,12 +48,22 @@ pub fn generate_images(
     let mut values = Vec::with_capacity(count * crate::data::IMAGE_PIXELS);
     for (index, start) in (0..count).step_by(batch.max(1)).enumerate() {
         let n = (count - start).min(batch.max(1));
-        let request = GenerationRequest { count: n, seed: seed + index as u64, digit, guidance };
+        let request = GenerationRequest {
+            count: n,
+            seed: seed + index as u64,
+            digit,
+            guidance,
+        };
         let mut generation = Generation::new(sampler.clone(), &request, device);
         while generation.step(model).map_err(|e| e.to_string())?.is_some() {
             on_step();
         }
-        let data: Vec<f32> = generation.sample().clone().into_data().try_to_vec().map_err(|e| format!("{e:?}"))?;
+        let data: Vec<f32> = generation
+            .sample()
+            .clone()
+            .into_data()
+            .try_to_vec()
+            .map_err(|e| format!("{e:?}"))?;
         values.extend(data);
     }
     Ok(values)

@@ -76,7 +76,13 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn new(run_dir: impl Into<PathBuf>) -> Self {
-        Self { run_dir: run_dir.into(), checkpoint_every: 500, sample_every: 1000, progress: true, stop_at: None }
+        Self {
+            run_dir: run_dir.into(),
+            checkpoint_every: 500,
+            sample_every: 1000,
+            progress: true,
+            stop_at: None,
+        }
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
@@ -90,7 +96,11 @@ pub enum TrainError {
     Weights(WeightsError),
     Io(PathBuf, std::io::Error),
     Config(String),
-    NonFinite { step: u64, loss: f32, kept: Option<u64> },
+    NonFinite {
+        step: u64,
+        loss: f32,
+        kept: Option<u64>,
+    },
 }
 
 impl std::fmt::Display for TrainError {
@@ -102,13 +112,25 @@ impl std::fmt::Display for TrainError {
             Self::Config(m) => write!(f, "invalid training settings: {m}"),
             Self::NonFinite { step, loss, kept } => {
                 if loss.is_nan() && *kept != Some(*step) {
-                    write!(f, "the loss or the weights became NaN at step {step}; training stopped. ")?;
+                    write!(
+                        f,
+                        "the loss or the weights became NaN at step {step}; training stopped. "
+                    )?;
                 } else {
-                    write!(f, "the loss became {loss} at step {step}; training stopped. ")?;
+                    write!(
+                        f,
+                        "the loss became {loss} at step {step}; training stopped. "
+                    )?;
                 }
                 match kept {
-                    Some(k) => write!(f, "The last good checkpoint (step {k}) is kept: resume with a lower --lr."),
-                    None => write!(f, "No checkpoint was written yet: restart with a lower --lr."),
+                    Some(k) => write!(
+                        f,
+                        "The last good checkpoint (step {k}) is kept: resume with a lower --lr."
+                    ),
+                    None => write!(
+                        f,
+                        "No checkpoint was written yet: restart with a lower --lr."
+                    ),
                 }
             }
         }
@@ -163,7 +185,9 @@ impl Trainer {
             // burn's device RNG is global: seed and initialise under one lock, so that runs
             // started on other threads cannot draw in between and change the initial weights.
             static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-            let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _guard = SEEDED_INIT
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             device.seed(config.seed);
             let model = config.model.init(&device.clone().autodiff());
             // Parameters initialise lazily, on first use: draw them all now, inside the lock.
@@ -174,7 +198,12 @@ impl Trainer {
         Ok(Self {
             schedule: NoiseSchedule::new(config.schedule),
             optimizer: optimizer(&config),
-            state: TrainState { rng: NoiseRng::new(config.seed), config, step: 0, elapsed_s: 0.0 },
+            state: TrainState {
+                rng: NoiseRng::new(config.seed),
+                config,
+                step: 0,
+                elapsed_s: 0.0,
+            },
             model,
             ema,
             device: device.clone(),
@@ -187,11 +216,17 @@ impl Trainer {
         let checkpoint = Checkpoint::load(path)?;
         let config = checkpoint.state.config.clone();
         config.model.validate().map_err(TrainError::Config)?;
-        let model = weights::model_from_bytes(&config.model, &checkpoint.model, &device.clone().autodiff())?;
+        let model = weights::model_from_bytes(
+            &config.model,
+            &checkpoint.model,
+            &device.clone().autodiff(),
+        )?;
         let ema = weights::model_from_bytes(&config.model, &checkpoint.ema, device)?;
         let optimizer = optimizer(&config)
             .from_bytes(Bytes::from_bytes_vec(checkpoint.optimizer))
-            .map_err(|e| TrainError::Checkpoint(CheckpointError::Corrupt(path.to_path_buf(), e.to_string())))?;
+            .map_err(|e| {
+                TrainError::Checkpoint(CheckpointError::Corrupt(path.to_path_buf(), e.to_string()))
+            })?;
         Ok(Self {
             schedule: NoiseSchedule::new(config.schedule),
             last_checkpoint: Some(checkpoint.state.step),
@@ -208,7 +243,11 @@ impl Trainer {
             state: self.state.clone(),
             model: weights::model_to_bytes(&self.model.valid())?,
             ema: weights::model_to_bytes(&self.ema)?,
-            optimizer: self.optimizer.into_bytes().map_err(|e| TrainError::Config(e.to_string()))?.to_vec(),
+            optimizer: self
+                .optimizer
+                .into_bytes()
+                .map_err(|e| TrainError::Config(e.to_string()))?
+                .to_vec(),
         })
     }
 
@@ -218,7 +257,11 @@ impl Trainer {
         let mut check = FiniteCheck(true);
         self.model.valid().visit(&mut check);
         if !check.0 {
-            return Err(TrainError::NonFinite { step: self.state.step, loss: f32::NAN, kept: self.last_checkpoint });
+            return Err(TrainError::NonFinite {
+                step: self.state.step,
+                loss: f32::NAN,
+                kept: self.last_checkpoint,
+            });
         }
         self.checkpoint()?.save(&options.checkpoint_path())?;
         self.last_checkpoint = Some(self.state.step);
@@ -257,18 +300,27 @@ impl Trainer {
         let decay = self.state.config.ema_decay.min((1.0 + n) / (10.0 + n)) as f32;
         let mut current = FlatParams::default();
         self.model.valid().visit(&mut current);
-        let mut mapper = EmaUpdate { current: current.0.into_iter(), decay };
+        let mut mapper = EmaUpdate {
+            current: current.0.into_iter(),
+            decay,
+        };
         self.ema = self.ema.clone().map(&mut mapper);
     }
 
     /// The images of step `step`: epoch-wise permutations of the training set, each drawn from
     /// the seed and the epoch number, so a resumed run sees the same batches.
-    fn batch_indices(&self, data_len: usize, step: u64, cache: &mut Option<(u64, Vec<usize>)>) -> Vec<usize> {
+    fn batch_indices(
+        &self,
+        data_len: usize,
+        step: u64,
+        cache: &mut Option<(u64, Vec<usize>)>,
+    ) -> Vec<usize> {
         let batch = self.state.config.batch_size.min(data_len);
         let per_epoch = (data_len / batch) as u64;
         let (epoch, within) = (step / per_epoch, (step % per_epoch) as usize);
         if cache.as_ref().map(|(e, _)| *e) != Some(epoch) {
-            let seed = self.state.config.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+            let seed =
+                self.state.config.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
             *cache = Some((epoch, NoiseRng::new(seed).permutation(data_len)));
         }
         let order = &cache.as_ref().expect("just filled").1;
@@ -287,7 +339,10 @@ impl Trainer {
         let csv_path = dir.join("loss.csv");
         let mut csv = open_loss_csv(&csv_path, self.state.step).map_err(|e| io(&csv_path, e))?;
 
-        let end = options.stop_at.unwrap_or(u64::MAX).min(self.state.config.steps);
+        let end = options
+            .stop_at
+            .unwrap_or(u64::MAX)
+            .min(self.state.config.steps);
         let first_step = self.state.step;
         let bar = progress_bar(options.progress, first_step, self.state.config.steps);
         let started = Instant::now();
@@ -303,7 +358,11 @@ impl Trainer {
             let step = self.state.step;
             if !loss.is_finite() {
                 bar.abandon();
-                return Err(TrainError::NonFinite { step, loss, kept: self.last_checkpoint });
+                return Err(TrainError::NonFinite {
+                    step,
+                    loss,
+                    kept: self.last_checkpoint,
+                });
             }
             losses.push(loss);
             images += indices.len();
@@ -311,7 +370,8 @@ impl Trainer {
             self.state.elapsed_s = elapsed_before + seconds;
             let speed = images as f64 / seconds.max(1e-9);
             let lr = learning_rate(&self.state.config, step - 1);
-            writeln!(csv, "{step},{loss},{lr},{:.1}", self.state.elapsed_s).map_err(|e| io(&csv_path, e))?;
+            writeln!(csv, "{step},{loss},{lr},{:.1}", self.state.elapsed_s)
+                .map_err(|e| io(&csv_path, e))?;
             let s = smoothed.map_or(loss as f64, |s| 0.98 * s + 0.02 * loss as f64);
             smoothed = Some(s);
             bar.set_position(step);
@@ -344,8 +404,14 @@ impl Trainer {
 
     /// Two of each digit from the EMA weights (DDIM, 50 steps, fixed seed) as one grid.
     pub fn sample_grid(&self, path: &Path) -> std::io::Result<()> {
-        let sampler = Sampler::new(self.schedule.clone(), SamplerKind::Ddim { steps: 50, eta: 0.0 })
-            .map_err(std::io::Error::other)?;
+        let sampler = Sampler::new(
+            self.schedule.clone(),
+            SamplerKind::Ddim {
+                steps: 50,
+                eta: 0.0,
+            },
+        )
+        .map_err(std::io::Error::other)?;
         let mut pixels = Vec::new();
         for digit in 0..self.state.config.model.num_classes.max(1) {
             let request = GenerationRequest {
@@ -355,8 +421,17 @@ impl Trainer {
                 guidance: DEFAULT_GUIDANCE,
             };
             let mut generation = Generation::new(sampler.clone(), &request, &self.device);
-            while generation.step(&self.ema).map_err(std::io::Error::other)?.is_some() {}
-            let values: Vec<f32> = generation.sample().clone().into_data().try_to_vec::<f32>().map_err(std::io::Error::other)?;
+            while generation
+                .step(&self.ema)
+                .map_err(std::io::Error::other)?
+                .is_some()
+            {}
+            let values: Vec<f32> = generation
+                .sample()
+                .clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(std::io::Error::other)?;
             pixels.extend(to_pixels(&values));
         }
         images::grid(&pixels, 10, 2).save(path)
@@ -384,7 +459,12 @@ fn open_loss_csv(path: &Path, step: u64) -> std::io::Result<std::fs::File> {
         Ok(text) => text
             .lines()
             .skip(1)
-            .filter(|line| line.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= step))
+            .filter(|line| {
+                line.split(',')
+                    .next()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|s| s <= step)
+            })
             .map(str::to_string)
             .collect(),
         Err(_) => Vec::new(),
@@ -400,9 +480,16 @@ fn open_loss_csv(path: &Path, step: u64) -> std::io::Result<std::fs::File> {
 /// Plots the loss column of a `loss.csv`, averaged over windows so the curve is readable.
 pub fn plot_loss_csv(csv: &Path, png: &Path) -> std::io::Result<()> {
     let text = std::fs::read_to_string(csv)?;
-    let losses: Vec<f64> = text.lines().skip(1).filter_map(|l| l.split(',').nth(1)?.parse().ok()).collect();
+    let losses: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1)?.parse().ok())
+        .collect();
     let window = (losses.len() / 400).max(1);
-    let averaged: Vec<f64> = losses.chunks(window).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
+    let averaged: Vec<f64> = losses
+        .chunks(window)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
     images::plot(&averaged, 800, 400).save(png)
 }
 
@@ -412,8 +499,10 @@ fn progress_bar(visible: bool, position: u64, total: u64) -> indicatif::Progress
     }
     let bar = indicatif::ProgressBar::new(total).with_position(position);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
     );
     bar
 }
@@ -450,7 +539,10 @@ struct EmaUpdate<I: Iterator<Item = Tensor<1>>> {
 
 impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for EmaUpdate<I> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let current = self.current.next().expect("EMA and model have the same parameters");
+        let current = self
+            .current
+            .next()
+            .expect("EMA and model have the same parameters");
         let decay = self.decay;
         param.map(|ema| {
             let dims = ema.dims();

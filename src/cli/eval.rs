@@ -1,0 +1,247 @@
+//! `gendi eval`: the reference report's measurements.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{DeviceArg, ModelSource, SamplerArgs, progress};
+use gendi::data::{self, Mnist, Split};
+use gendi::pipeline::DEFAULT_GUIDANCE;
+use gendi::rng::NoiseRng;
+use gendi::sampler::Sampler;
+use gendi::schedule::NoiseSchedule;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Generated images per set (unconditional, and per-digit split evenly over 0–9).
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Guidance scale for the per-digit set.
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    guidance: f32,
+    /// Images per generation batch.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// The classifier's weights; trained (fixed seed) and saved there if missing.
+    #[arg(long, default_value = "runs/classifier.bpk")]
+    classifier: PathBuf,
+    /// Epochs when training the classifier.
+    #[arg(long, default_value_t = 3)]
+    classifier_epochs: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// MNIST directory [default: $GENDI_DATA or data/mnist].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    sampler: SamplerArgs,
+    #[command(flatten)]
+    source: ModelSource,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+pub fn run(args: EvalArgs) -> Result<(), String> {
+    use gendi::native::classifier::{self, FEATURES, images_of};
+    use gendi::native::eval::{FeatureStats, SetReport, accuracy};
+    use gendi::native::generate_images;
+
+    if args.count < 20 {
+        return Err("--count must be at least 20 (10 digits × 2 for the statistics)".into());
+    }
+    let device = args.device.device.device()?;
+    let dir = args.data.clone().unwrap_or_else(data::default_data_dir);
+    let train = Mnist::load(&dir, Split::Train).map_err(|e| e.to_string())?;
+    let test = Mnist::load(&dir, Split::Test).map_err(|e| e.to_string())?;
+
+    let cpu = burn::tensor::Device::flex();
+    let classifier = if args.classifier.exists() {
+        classifier::load(&args.classifier, &cpu)?
+    } else {
+        eprintln!(
+            "training the evaluation classifier ({} epochs, seed 0) → {}",
+            args.classifier_epochs,
+            args.classifier.display()
+        );
+        let bar = progress(0, "classifier");
+        let model = classifier::train(
+            &train,
+            args.classifier_epochs,
+            0,
+            &cpu,
+            |step, total, loss| {
+                bar.set_length(total as u64);
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4}"));
+            },
+        );
+        bar.finish_and_clear();
+        classifier::save(&model, &args.classifier)?;
+        model
+    };
+    let all_test: Vec<usize> = (0..test.len()).collect();
+    let test_scores = classifier.score(&images_of(&test, &all_test), &cpu);
+    let test_labels: Vec<usize> = test.labels().iter().map(|&l| l as usize).collect();
+    let test_accuracy = accuracy(&test_scores.predictions, &test_labels);
+    let reference = FeatureStats::new(&test_scores.features, FEATURES);
+
+    let mut rng = NoiseRng::new(args.seed);
+    let real_indices: Vec<usize> =
+        rng.permutation(train.len())[..args.count.min(train.len())].to_vec();
+    let real_labels: Vec<usize> = real_indices
+        .iter()
+        .map(|&i| train.label(i) as usize)
+        .collect();
+    let real = SetReport::new(
+        &classifier.score(&images_of(&train, &real_indices), &cpu),
+        &reference,
+        Some(&real_labels),
+    );
+
+    let (model, schedule, num_classes) = args.source.load(&device)?;
+    let sampler = Sampler::new(NoiseSchedule::new(schedule), args.sampler.kind())
+        .map_err(|e| e.to_string())?;
+    let steps = sampler.timesteps().len();
+    let per_digit = args.count / 10;
+    let batches = |n: usize| n.div_ceil(args.batch) * steps;
+    let total_steps = batches(args.count)
+        + if num_classes > 0 {
+            10 * batches(per_digit)
+        } else {
+            0
+        };
+    let bar = progress(total_steps as u64, "sampling");
+    let unconditional = generate_images(
+        &model,
+        &sampler,
+        args.count,
+        args.batch,
+        args.seed,
+        None,
+        0.0,
+        &device,
+        || bar.inc(1),
+    )?;
+    let generated = SetReport::new(&classifier.score(&unconditional, &cpu), &reference, None);
+    let conditional = if num_classes > 0 {
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for digit in 0..10 {
+            let seed = args.seed + 10_000 * (digit as u64 + 1);
+            images.extend(generate_images(
+                &model,
+                &sampler,
+                per_digit,
+                args.batch,
+                seed,
+                Some(digit),
+                args.guidance,
+                &device,
+                || bar.inc(1),
+            )?);
+            labels.extend(std::iter::repeat_n(digit, per_digit));
+        }
+        Some(SetReport::new(
+            &classifier.score(&images, &cpu),
+            &reference,
+            Some(&labels),
+        ))
+    } else {
+        None
+    };
+    bar.finish_and_clear();
+
+    let bar_check = |ok: bool| if ok { "yes" } else { "NO" };
+    println!(
+        "classifier test accuracy: {:.2}% (10,000 test images)",
+        100.0 * test_accuracy
+    );
+    println!(
+        "sampler: {:?}, {} steps; guidance {} for per-digit",
+        args.sampler.kind(),
+        steps,
+        args.guidance
+    );
+    println!();
+    println!(
+        "{:<34} {:>12} {:>12} {:>10}",
+        "", "generated", "real (floor)", "bar met"
+    );
+    let fd_ok = generated.frechet_distance <= 3.0 * real.frechet_distance;
+    println!(
+        "{:<34} {:>12.3} {:>12.3} {:>10}",
+        "Fréchet distance (classifier feats)",
+        generated.frechet_distance,
+        real.frechet_distance,
+        bar_check(fd_ok)
+    );
+    println!(
+        "{:<34} {:>11.2}% {:>11.2}% {:>10}",
+        "mean classifier confidence",
+        100.0 * generated.mean_confidence,
+        100.0 * real.mean_confidence,
+        bar_check(generated.mean_confidence >= 0.95)
+    );
+    println!(
+        "{:<34} {:>12.4} {:>12.4}",
+        "KL(class histogram ‖ uniform)", generated.kl_from_uniform, real.kl_from_uniform
+    );
+    let balanced = generated
+        .class_fractions
+        .iter()
+        .all(|&f| (0.08..=0.12).contains(&f));
+    for digit in 0..10 {
+        let ok = if digit == 0 { bar_check(balanced) } else { "" };
+        println!(
+            "{:<34} {:>11.1}% {:>11.1}% {:>10}",
+            format!("  class {digit}"),
+            100.0 * generated.class_fractions[digit],
+            100.0 * real.class_fractions[digit],
+            ok
+        );
+    }
+    if let Some(conditional) = &conditional {
+        let acc = conditional.label_accuracy.unwrap_or(0.0);
+        println!(
+            "{:<34} {:>11.2}% {:>11.2}% {:>10}",
+            "per-digit: classified as asked",
+            100.0 * acc,
+            100.0 * real.label_accuracy.unwrap_or(0.0),
+            bar_check(acc >= 0.97)
+        );
+        println!(
+            "{:<34} {:>12.3}",
+            "per-digit set: Fréchet distance", conditional.frechet_distance
+        );
+        println!(
+            "{:<34} {:>11.2}%",
+            "per-digit set: mean confidence",
+            100.0 * conditional.mean_confidence
+        );
+    }
+    let report = serde_json::json!({
+        "classifier_test_accuracy": test_accuracy,
+        "sampler": args.sampler.kind(),
+        "guidance": args.guidance,
+        "seed": args.seed,
+        "generated_unconditional": generated,
+        "generated_per_digit": conditional,
+        "real_training_images": real,
+    });
+    println!();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("serialisable")
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&report).expect("serialisable"),
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}

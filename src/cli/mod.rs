@@ -1,0 +1,204 @@
+//! The CLI's commands and the options they share.
+
+pub mod eval;
+pub mod sample;
+pub mod train;
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use gendi::model::UNet;
+use gendi::native::Backend;
+use gendi::native::bench;
+use gendi::native::checkpoint::Checkpoint;
+use gendi::native::export::{export, load_exported};
+use gendi::sampler::{DdpmVariance, SamplerKind};
+use gendi::schedule::{BetaSchedule, ScheduleConfig};
+use gendi::weights;
+
+#[derive(Args)]
+pub struct DeviceArg {
+    /// Where to compute: cpu (burn-flex, all cores) or wgpu (a GPU through Vulkan/Metal/DX12).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Backend,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ScheduleArg {
+    Linear,
+    Cosine,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SamplerArg {
+    /// Ancestral sampling over all T steps (Ho et al. Algorithm 2).
+    Ddpm,
+    /// DDIM over --steps steps (Song et al.); deterministic at --eta 0.
+    Ddim,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum VarianceArg {
+    /// σ_t² = β̃_t, the posterior variance.
+    Posterior,
+    /// σ_t² = β_t.
+    Beta,
+}
+
+#[derive(Args)]
+pub struct SamplerArgs {
+    /// Reverse process.
+    #[arg(long, value_enum, default_value = "ddim")]
+    sampler: SamplerArg,
+    /// DDIM steps (≤ T).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// DDIM's η: 0 deterministic, 1 like DDPM.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// DDPM's variance σ_t².
+    #[arg(long, value_enum, default_value = "posterior")]
+    variance: VarianceArg,
+}
+impl SamplerArgs {
+    fn kind(&self) -> SamplerKind {
+        match self.sampler {
+            SamplerArg::Ddpm => SamplerKind::Ddpm {
+                variance: match self.variance {
+                    VarianceArg::Posterior => DdpmVariance::PosteriorBeta,
+                    VarianceArg::Beta => DdpmVariance::Beta,
+                },
+            },
+            SamplerArg::Ddim => SamplerKind::Ddim {
+                steps: self.steps,
+                eta: self.eta,
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ModelSource {
+    /// Exported weights directory (manifest.json + weights).
+    #[arg(long, default_value = "www/weights")]
+    weights: PathBuf,
+    /// Use the EMA weights of this training checkpoint instead of --weights.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+}
+impl ModelSource {
+    fn load(&self, device: &burn::tensor::Device) -> Result<(UNet, ScheduleConfig, usize), String> {
+        match &self.checkpoint {
+            Some(path) => {
+                let checkpoint = Checkpoint::load(path).map_err(|e| e.to_string())?;
+                let config = checkpoint.state.config;
+                let model = weights::model_from_bytes(&config.model, &checkpoint.ema, device)
+                    .map_err(|e| e.to_string())?;
+                Ok((model, config.schedule, config.model.num_classes))
+            }
+            None => {
+                let (manifest, model) = load_exported(&self.weights, device).map_err(|e| {
+                    format!("{e}\n(train and `gendi export` first, or pass --checkpoint)")
+                })?;
+                Ok((model, manifest.schedule, manifest.model.num_classes))
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Training checkpoint to export.
+    #[arg(long, default_value = "runs/default/checkpoint.gendi")]
+    checkpoint: PathBuf,
+    /// Output directory (what the page fetches).
+    #[arg(long, default_value = "www/weights")]
+    out: PathBuf,
+    /// Export the raw trained weights instead of their EMA.
+    #[arg(long)]
+    raw: bool,
+    /// Store the weights in f32 instead of f16 (twice the download, no rounding).
+    #[arg(long)]
+    f32: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Timed training steps (batch 64).
+    #[arg(long, default_value_t = 10)]
+    train_steps: usize,
+    /// Timed sampling steps per batch size.
+    #[arg(long, default_value_t = 20)]
+    sample_steps: usize,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+pub fn schedule_config(arg: ScheduleArg, timesteps: usize) -> ScheduleConfig {
+    let beta_schedule = match arg {
+        ScheduleArg::Linear => BetaSchedule::default(),
+        ScheduleArg::Cosine => BetaSchedule::Cosine { s: 0.008 },
+    };
+    ScheduleConfig {
+        timesteps,
+        beta_schedule,
+    }
+}
+
+/// A seed for when none is given: the clock's nanoseconds, folded to something short to type.
+pub fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    (nanos % 1_000_000) as u64
+}
+
+pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{what:>12} {{bar:30}} {{pos}}/{{len}}  {{msg}} [{{elapsed_precise}} < {{eta_precise}}]"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+pub fn run_export(args: ExportArgs) -> Result<(), String> {
+    let checkpoint = Checkpoint::load(&args.checkpoint).map_err(|e| e.to_string())?;
+    let dtype = if args.f32 {
+        weights::StoredDType::F32
+    } else {
+        weights::StoredDType::F16
+    };
+    let manifest = export(&checkpoint, &args.out, !args.raw, dtype).map_err(|e| e.to_string())?;
+    println!(
+        "exported {} {:?} weights of step {} ({} parameters, {} bytes, sha256 {}) to {}",
+        if manifest.ema { "EMA" } else { "raw" },
+        manifest.weights.dtype,
+        manifest.training_steps,
+        manifest.parameters,
+        manifest.weights.bytes,
+        manifest.weights.sha256,
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn run_bench(args: BenchArgs) -> Result<(), String> {
+    let device = args.device.device.device()?;
+    let name = format!("{:?}", args.device.device).to_lowercase();
+    let report = bench::run(
+        &device,
+        &name,
+        args.train_steps.max(1),
+        args.sample_steps.max(1),
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).expect("serialisable")
+    );
+    Ok(())
+}

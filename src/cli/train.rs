@@ -1,0 +1,165 @@
+//! `gendi train`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{DeviceArg, ScheduleArg, schedule_config};
+use gendi::data::{self, Mnist, Split};
+use gendi::native::train::{RunOptions, TrainConfig, Trainer};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Directory for the checkpoint, loss.csv, loss.png and samples/.
+    #[arg(long, default_value = "runs/default")]
+    run_dir: PathBuf,
+    /// Continue the run in --run-dir from its checkpoint (its saved settings apply; --steps may extend it).
+    #[arg(long)]
+    resume: bool,
+    /// Start over even if --run-dir already holds a checkpoint (it is overwritten).
+    #[arg(long, conflicts_with = "resume")]
+    fresh: bool,
+    /// Total optimiser steps of the run.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Train for this many epochs instead (passes over the training images); sets --steps.
+    #[arg(long, conflicts_with = "steps")]
+    epochs: Option<f64>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Peak learning rate of AdamW (after a linear warm-up).
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    /// Warm-up steps of the learning rate.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f32,
+    /// Decay of the exponential moving average of the weights that `export` ships.
+    #[arg(long, default_value_t = 0.999)]
+    ema_decay: f64,
+    /// Fraction of labels replaced by "no label", so one model also samples unconditionally.
+    #[arg(long, default_value_t = 0.1)]
+    label_dropout: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Noise schedule: linear β 1e-4 → 0.02 (Ho et al.) or cosine (Nichol & Dhariwal).
+    #[arg(long, value_enum, default_value = "linear")]
+    schedule: ScheduleArg,
+    /// Diffusion steps T.
+    #[arg(long, default_value_t = 1000)]
+    timesteps: usize,
+    /// Channels at full resolution (level l has base × mult_l).
+    #[arg(long, default_value_t = 32)]
+    base_channels: usize,
+    /// Train an unconditional model (no labels, no guidance).
+    #[arg(long)]
+    unconditional: bool,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: u64,
+    /// Steps between sample grids in <run-dir>/samples (0: none).
+    #[arg(long, default_value_t = 1000)]
+    sample_every: u64,
+    /// Train on the first N training images only (quick experiments).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// MNIST directory [default: $GENDI_DATA or data/mnist].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
+fn load_train_data(dir: Option<PathBuf>, limit: Option<usize>) -> Result<Mnist, String> {
+    let dir = dir.unwrap_or_else(data::default_data_dir);
+    let mut mnist = Mnist::load(&dir, Split::Train).map_err(|e| e.to_string())?;
+    if let Some(limit) = limit {
+        mnist.truncate(limit);
+    }
+    Ok(mnist)
+}
+
+pub fn run(args: TrainArgs) -> Result<(), String> {
+    let device = args.device.device.device()?;
+    let data = load_train_data(args.data.clone(), args.limit)?;
+    let options = RunOptions {
+        run_dir: args.run_dir.clone(),
+        checkpoint_every: args.checkpoint_every,
+        sample_every: args.sample_every,
+        progress: !args.quiet,
+        stop_at: None,
+    };
+    let checkpoint_path = options.checkpoint_path();
+    let steps_for = |batch: usize| match args.epochs {
+        Some(epochs) => (epochs * (data.len() / batch.min(data.len()).max(1)) as f64).ceil() as u64,
+        None => args.steps.unwrap_or(TrainConfig::default().steps),
+    };
+    let mut trainer = if args.resume {
+        let mut trainer = Trainer::resume(&checkpoint_path, &device).map_err(|e| e.to_string())?;
+        if args.steps.is_some() || args.epochs.is_some() {
+            trainer.state.config.steps = steps_for(trainer.state.config.batch_size);
+        }
+        eprintln!(
+            "resuming {} at step {} of {}",
+            checkpoint_path.display(),
+            trainer.state.step,
+            trainer.state.config.steps
+        );
+        trainer
+    } else {
+        if checkpoint_path.exists() && !args.fresh {
+            return Err(format!(
+                "{} already holds a checkpoint: pass --resume to continue it or --fresh to start over",
+                args.run_dir.display()
+            ));
+        }
+        let mut config = TrainConfig {
+            schedule: schedule_config(args.schedule, args.timesteps),
+            batch_size: args.batch_size,
+            steps: 0,
+            learning_rate: args.lr,
+            warmup_steps: args.warmup,
+            weight_decay: args.weight_decay,
+            ema_decay: args.ema_decay,
+            label_dropout: if args.unconditional {
+                0.0
+            } else {
+                args.label_dropout
+            },
+            seed: args.seed,
+            ..TrainConfig::default()
+        };
+        config.model.base_channels = args.base_channels;
+        if args.unconditional {
+            config.model.num_classes = 0;
+        }
+        config.steps = steps_for(config.batch_size);
+        Trainer::new(config, &device).map_err(|e| e.to_string())?
+    };
+    let parameters = burn::module::Module::num_params(&trainer.model);
+    eprintln!(
+        "training {parameters} parameters on {} images, batch {}, {} steps, {:?}; writing to {}",
+        data.len(),
+        trainer.state.config.batch_size,
+        trainer.state.config.steps,
+        args.device.device,
+        args.run_dir.display()
+    );
+    let report = trainer.run(&data, &options).map_err(|e| e.to_string())?;
+    let mean = |xs: &[f32]| xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len().max(1) as f64;
+    let tail = &report.losses[report.losses.len().saturating_sub(100)..];
+    eprintln!(
+        "done: steps {}→{}, mean loss of the last {} steps {:.4}, {:.1} images/s; checkpoint {}",
+        report.first_step,
+        report.last_step,
+        tail.len(),
+        mean(tail),
+        report.images_per_s,
+        checkpoint_path.display()
+    );
+    Ok(())
+}
