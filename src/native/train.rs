@@ -381,6 +381,9 @@ impl Trainer {
             if due(options.checkpoint_every) || step == end {
                 csv.flush().map_err(|e| io(&csv_path, e))?;
                 self.save_checkpoint(options)?;
+                // The curve so far, so a person can watch a long run.
+                let path = dir.join("loss.png");
+                plot_loss_csv(&csv_path, &path).map_err(|e| io(&path, e))?;
             }
             if due(options.sample_every) {
                 let path = dir.join("samples").join(format!("step_{step:07}.png"));
@@ -389,10 +392,6 @@ impl Trainer {
         }
         csv.flush().map_err(|e| io(&csv_path, e))?;
         bar.finish_and_clear();
-        if self.state.step >= self.state.config.steps {
-            let path = dir.join("loss.png");
-            plot_loss_csv(&csv_path, &path).map_err(|e| io(&path, e))?;
-        }
         let seconds = started.elapsed().as_secs_f64();
         Ok(TrainReport {
             first_step,
