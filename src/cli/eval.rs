@@ -28,7 +28,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "runs/classifier.bpk")]
     classifier: PathBuf,
     /// Epochs when training the classifier.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     classifier_epochs: usize,
     /// Also write the report as JSON to this file.
     #[arg(long)]
@@ -86,6 +86,14 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     let test_scores = classifier.score(&images_of(&test, &all_test), &cpu);
     let test_labels: Vec<usize> = test.labels().iter().map(|&l| l as usize).collect();
     let test_accuracy = accuracy(&test_scores.predictions, &test_labels);
+    if test_accuracy < 0.99 {
+        eprintln!(
+            "warning: the classifier scores {:.2}% on the test set, under the 99% the scores assume; \
+             delete {} and train it again with more --classifier-epochs",
+            100.0 * test_accuracy,
+            args.classifier.display()
+        );
+    }
     let reference = FeatureStats::new(&test_scores.features, FEATURES);
 
     let mut rng = NoiseRng::new(args.seed);
