@@ -35,7 +35,11 @@ apt_install() {
 }
 
 setup_tools() {
-  command -v cargo >/dev/null || die "cargo is missing: install Rust (https://rustup.rs) first"
+  if ! command -v cargo >/dev/null; then
+    # No rustup toolchain: Debian's own Rust (1.96) builds both the CLI and the wasm module.
+    say "no cargo on PATH: using Debian's rustc-web and cargo-web"
+    apt_install rustc-web cargo-web rust-web-src
+  fi
   # chromium: browser tests; rustc-web & co: a wasm32 standard library where rustup cannot add it.
   local pkgs=(chromium)
   command -v npm >/dev/null || pkgs+=(nodejs npm)
@@ -85,9 +89,13 @@ build_wasm() {
     CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo build --lib --target wasm32-unknown-unknown --profile wasm-release
   else
     # Debian's rustc-web ships the std source: build std for wasm32 ourselves (see README).
-    local lld; lld="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
+    local lld=""
+    command -v rustc >/dev/null && lld="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
     [ -x "$lld" ] || lld="$(command -v rust-lld || command -v wasm-ld || true)"
-    [ -n "$lld" ] || die "no wasm linker found (rust-lld or wasm-ld)"
+    if [ -z "$lld" ]; then
+      apt_install lld-19
+      lld=/usr/lib/llvm-19/bin/wasm-ld
+    fi
     PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
       CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$lld" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
       /usr/bin/cargo build -Zbuild-std=std,panic_abort --lib --target wasm32-unknown-unknown --profile wasm-release

@@ -8,7 +8,21 @@ let running = false;
 let stopRequested = false;
 
 const post = (message, transfer = []) => self.postMessage(message, transfer);
-const fail = (error, context) => post({ type: 'error', context, message: String(error && error.message || error) });
+
+// A Rust panic aborts the module: the panic hook prints the message to console.error and the
+// call throws a bare RuntimeError ("unreachable"). Keep the message to report it.
+let lastPanic = null;
+const consoleError = console.error.bind(console);
+console.error = (...args) => { lastPanic = args.join(' '); consoleError(...args); };
+
+function fail(error, context) {
+  let message = String((error && error.message) || error);
+  if (error instanceof WebAssembly.RuntimeError) {
+    message = `the WebAssembly module crashed${lastPanic ? `: ${lastPanic}` : ` (${message})`}. Retry to start it again`;
+    denoiser = null;
+  }
+  post({ type: 'error', context, message });
+}
 
 async function fetchOk(url, what) {
   let response;
