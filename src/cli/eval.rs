@@ -180,7 +180,10 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         args.guidance
     );
     if args.count < 1000 {
-        println!("({} images per set: the bar is defined at 1000; small sets inflate the Fréchet distances)", args.count);
+        println!(
+            "({} images per set: the bar is defined at 1000; small sets inflate the Fréchet distances)",
+            args.count
+        );
     }
     println!();
     println!(

@@ -143,7 +143,13 @@ pub fn train(
             let step = epoch * per_epoch + i;
             // Step decay: 1e-3 for 60% of the run, 3e-4, then 1e-4 for the last 20%.
             let progress = step as f64 / total as f64;
-            let lr = if progress < 0.6 { 1e-3 } else if progress < 0.8 { 3e-4 } else { 1e-4 };
+            let lr = if progress < 0.6 {
+                1e-3
+            } else if progress < 0.8 {
+                3e-4
+            } else {
+                1e-4
+            };
             model = optimizer.step(lr, model, grads);
             on_step(step + 1, total, value);
         }
