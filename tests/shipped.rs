@@ -70,6 +70,10 @@ fn shipped_weights_draw_the_digits_asked_for() {
         .zip(&asked)
         .filter(|(p, a)| p == a)
         .count();
+    eprintln!(
+        "weights of step {}: {right} of 20 digits classified as asked: {:?}",
+        manifest.training_steps, scores.predictions
+    );
     // An untrained network scores ~2 of 20; the shipped weights must be far beyond chance.
     assert!(
         right >= 16,
