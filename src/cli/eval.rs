@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{DeviceArg, ModelSource, SamplerArgs, progress};
+use super::{GenerateArgs, progress};
 use gendi::data::{self, Mnist, Split};
 use gendi::pipeline::DEFAULT_GUIDANCE;
 use gendi::rng::NoiseRng;
@@ -37,11 +37,7 @@ pub struct EvalArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     #[command(flatten)]
-    sampler: SamplerArgs,
-    #[command(flatten)]
-    source: ModelSource,
-    #[command(flatten)]
-    device: DeviceArg,
+    model: GenerateArgs,
 }
 
 pub fn run(args: EvalArgs) -> Result<(), String> {
@@ -52,7 +48,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     if args.count < 20 {
         return Err("--count must be at least 20 (10 digits × 2 for the statistics)".into());
     }
-    let device = args.device.device.device()?;
+    let device = args.model.device.device.device()?;
     let dir = args.data.clone().unwrap_or_else(data::default_data_dir);
     let train = Mnist::load(&dir, Split::Train).map_err(|e| e.to_string())?;
     let test = Mnist::load(&dir, Split::Test).map_err(|e| e.to_string())?;
@@ -109,8 +105,8 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         Some(&real_labels),
     );
 
-    let (model, schedule, num_classes) = args.source.load(&device)?;
-    let sampler = Sampler::new(NoiseSchedule::new(schedule), args.sampler.kind())
+    let (model, schedule, num_classes) = args.model.source.load(&device)?;
+    let sampler = Sampler::new(NoiseSchedule::new(schedule), args.model.sampler.kind())
         .map_err(|e| e.to_string())?;
     let steps = sampler.timesteps().len();
     let per_digit = args.count / 10;
@@ -175,7 +171,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     );
     println!(
         "sampler: {:?}, {} steps; guidance {} for per-digit",
-        args.sampler.kind(),
+        args.model.sampler.kind(),
         steps,
         args.guidance
     );
@@ -244,7 +240,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     }
     let report = serde_json::json!({
         "classifier_test_accuracy": test_accuracy,
-        "sampler": args.sampler.kind(),
+        "sampler": args.model.sampler.kind(),
         "guidance": args.guidance,
         "seed": args.seed,
         "generated_unconditional": generated,

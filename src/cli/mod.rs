@@ -78,6 +78,17 @@ impl SamplerArgs {
     }
 }
 
+/// Which weights, which sampler, which device: what every generating command takes.
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    sampler: SamplerArgs,
+    #[command(flatten)]
+    source: ModelSource,
+    #[command(flatten)]
+    device: DeviceArg,
+}
+
 #[derive(Args)]
 pub struct ModelSource {
     /// Exported weights directory (manifest.json + weights).

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{DeviceArg, ModelSource, SamplerArgs, ScheduleArg, random_seed, schedule_config};
+use super::{GenerateArgs, ModelSource, ScheduleArg, random_seed, schedule_config};
 use gendi::data::{self, IMAGE_PIXELS, Mnist, Split, to_pixels};
 use gendi::native::images;
 use gendi::pipeline::{DEFAULT_GUIDANCE, Generation, GenerationRequest};
@@ -35,11 +35,7 @@ pub struct SampleArgs {
     #[arg(long)]
     trajectory: bool,
     #[command(flatten)]
-    sampler: SamplerArgs,
-    #[command(flatten)]
-    source: ModelSource,
-    #[command(flatten)]
-    device: DeviceArg,
+    model: GenerateArgs,
 }
 
 #[derive(Args)]
@@ -94,14 +90,14 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     if args.count == 0 || args.count > 4096 {
         return Err("--count must be between 1 and 4096".into());
     }
-    let device = args.device.device.device()?;
-    let (model, schedule, num_classes) = args.source.load(&device)?;
+    let device = args.model.device.device.device()?;
+    let (model, schedule, num_classes) = args.model.source.load(&device)?;
     let digit = args.digit.map(usize::from);
     if digit.is_some() && num_classes == 0 {
         return Err("these weights are unconditional: they cannot draw a chosen --digit".into());
     }
     let seed = args.seed.unwrap_or_else(random_seed);
-    let sampler = Sampler::new(NoiseSchedule::new(schedule), args.sampler.kind())
+    let sampler = Sampler::new(NoiseSchedule::new(schedule), args.model.sampler.kind())
         .map_err(|e| e.to_string())?;
     let request = GenerationRequest {
         count: args.count,
