@@ -219,7 +219,6 @@ pub use files::*;
 #[cfg(not(target_family = "wasm"))]
 mod files {
     use super::*;
-    use sha2::{Digest, Sha256};
     use std::path::{Path, PathBuf};
 
     /// Which of MNIST's two splits.
@@ -281,7 +280,7 @@ mod files {
             .find(|(n, _)| *n == name)
             .map(|(_, h)| *h)
             .unwrap_or_default();
-        let actual = hex(&Sha256::digest(&bytes));
+        let actual = crate::weights::sha256_hex(&bytes);
         if actual != expected {
             return Err(DataError::Checksum {
                 path: shown,
@@ -290,10 +289,6 @@ mod files {
             });
         }
         Ok(bytes)
-    }
-
-    pub fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     impl Mnist {

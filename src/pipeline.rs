@@ -26,7 +26,10 @@ pub struct GenerationRequest {
 /// A reverse process in progress.
 pub struct Generation {
     sampler: Sampler,
+    /// One label per image; with guidance, followed by as many "no label"s for the
+    /// unconditional half of the batch.
     labels: Vec<Option<usize>>,
+    count: usize,
     guidance: f32,
     sample: Tensor<4>,
     rng: NoiseRng,
@@ -39,14 +42,20 @@ impl Generation {
     pub fn new(sampler: Sampler, request: &GenerationRequest, device: &Device) -> Self {
         let mut rng = NoiseRng::new(request.seed);
         let sample = rng.normal_tensor([request.count, 1, IMAGE_SIDE, IMAGE_SIDE], device);
+        let guidance = if request.digit.is_some() {
+            request.guidance
+        } else {
+            0.0
+        };
+        let mut labels = vec![request.digit; request.count];
+        if guidance != 0.0 {
+            labels.extend(std::iter::repeat_n(None, request.count));
+        }
         Self {
             sampler,
-            labels: vec![request.digit; request.count],
-            guidance: if request.digit.is_some() {
-                request.guidance
-            } else {
-                0.0
-            },
+            labels,
+            count: request.count,
+            guidance,
             sample,
             rng,
             next: 0,
@@ -80,22 +89,21 @@ impl Generation {
         let Some(t) = self.next_timestep() else {
             return Ok(None);
         };
-        let count = self.labels.len();
+        let count = self.count;
+        let timesteps = vec![t; self.labels.len()];
         let eps = if self.guidance != 0.0 {
             // Conditional and unconditional predictions in one batch of 2·count.
             let doubled = Tensor::cat(vec![self.sample.clone(), self.sample.clone()], 0);
-            let mut labels = self.labels.clone();
-            labels.extend(std::iter::repeat_n(None, count));
-            let eps = model.forward(doubled, &vec![t; 2 * count], &labels);
+            let eps = model.forward(doubled, &timesteps, &self.labels);
             let cond = eps.clone().narrow(0, 0, count);
             let uncond = eps.narrow(0, count, count);
             guide(cond, uncond, self.guidance)
         } else {
-            model.forward(self.sample.clone(), &vec![t; count], &self.labels)
+            model.forward(self.sample.clone(), &timesteps, &self.labels)
         };
         let output = self
             .sampler
-            .step(eps, t, self.sample.clone(), &mut self.rng)?;
+            .step_at(self.next, eps, self.sample.clone(), &mut self.rng);
         self.sample = output.prev_sample.clone();
         self.next += 1;
         Ok(Some(output))

@@ -133,13 +133,21 @@ impl Sampler {
         sample: Tensor<4>,
         rng: &mut NoiseRng,
     ) -> Result<StepOutput, SamplerError> {
-        let index = self.index_of(t)?;
-        let noise = if self.sigma(index) > 0.0 {
-            Some(rng.normal_tensor(sample.dims(), &sample.device()))
-        } else {
-            None
-        };
-        self.step_with_noise(model_output, t, sample, noise)
+        Ok(self.step_at(self.index_of(t)?, model_output, sample, rng))
+    }
+
+    /// [`step`](Self::step) for the timestep at `index` in [`timesteps`](Self::timesteps): what a
+    /// pipeline that walks the timesteps in order calls, with no search.
+    pub(crate) fn step_at(
+        &self,
+        index: usize,
+        model_output: Tensor<4>,
+        sample: Tensor<4>,
+        rng: &mut NoiseRng,
+    ) -> StepOutput {
+        let sigma = self.sigma(index);
+        let noise = (sigma > 0.0).then(|| rng.normal_tensor(sample.dims(), &sample.device()));
+        self.update(index, sigma, model_output, sample, noise)
     }
 
     /// [`step`](Self::step) with the noise z given (ignored when σ_t = 0; `None` means z = 0).
@@ -151,8 +159,20 @@ impl Sampler {
         noise: Option<Tensor<4>>,
     ) -> Result<StepOutput, SamplerError> {
         let index = self.index_of(t)?;
+        Ok(self.update(index, self.sigma(index), model_output, sample, noise))
+    }
+
+    /// The reverse step at `index`, whose σ_t is `sigma`.
+    fn update(
+        &self,
+        index: usize,
+        sigma: f64,
+        model_output: Tensor<4>,
+        sample: Tensor<4>,
+        noise: Option<Tensor<4>>,
+    ) -> StepOutput {
+        let t = self.timesteps[index];
         let s = &self.schedule;
-        let sigma = self.sigma(index);
 
         // 1. x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t (eq. 15 of Ho et al., eq. 9 of Song et al.)
         let mut pred_x0 = (sample.clone()
@@ -189,23 +209,20 @@ impl Sampler {
             Some(z) if sigma > 0.0 => mean + z * sigma as f32,
             _ => mean,
         };
-        Ok(StepOutput {
+        StepOutput {
             prev_sample,
             pred_x0,
-        })
+        }
     }
 
     /// σ_t of the step at `index` in [`timesteps`](Self::timesteps).
     fn sigma(&self, index: usize) -> f64 {
         let t = self.timesteps[index];
         let s = &self.schedule;
+        let last = index + 1 == self.timesteps.len();
         match self.kind {
             // No noise is added on the last step (t = 1 in the paper's 1-based count).
-            _ if index + 1 == self.timesteps.len()
-                && matches!(self.kind, SamplerKind::Ddpm { .. }) =>
-            {
-                0.0
-            }
+            SamplerKind::Ddpm { .. } if last => 0.0,
             SamplerKind::Ddpm {
                 variance: DdpmVariance::Beta,
             } => s.betas[t].sqrt(),

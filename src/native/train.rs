@@ -16,7 +16,7 @@ use super::checkpoint::{Checkpoint, CheckpointError, TrainState};
 use super::images;
 use crate::data::{Mnist, to_pixels};
 use crate::model::{UNet, UNetConfig};
-use crate::pipeline::{DEFAULT_GUIDANCE, Generation, GenerationRequest};
+use crate::pipeline::DEFAULT_GUIDANCE;
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerKind};
 use crate::schedule::{NoiseSchedule, ScheduleConfig};
@@ -411,26 +411,23 @@ impl Trainer {
             },
         )
         .map_err(std::io::Error::other)?;
+        let classes = self.state.config.model.num_classes;
         let mut pixels = Vec::new();
-        for digit in 0..self.state.config.model.num_classes.max(1) {
-            let request = GenerationRequest {
-                count: 2,
-                seed: 1000 + digit as u64,
-                digit: (self.state.config.model.num_classes > 0).then_some(digit),
-                guidance: DEFAULT_GUIDANCE,
-            };
-            let mut generation = Generation::new(sampler.clone(), &request, &self.device);
-            while generation
-                .step(&self.ema)
-                .map_err(std::io::Error::other)?
-                .is_some()
-            {}
-            let values: Vec<f32> = generation
-                .sample()
-                .clone()
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(std::io::Error::other)?;
+        for digit in 0..classes.max(1) {
+            let label = (classes > 0).then_some(digit);
+            let seed = 1000 + digit as u64;
+            let values = super::generate_images(
+                &self.ema,
+                &sampler,
+                2,
+                2,
+                seed,
+                label,
+                DEFAULT_GUIDANCE,
+                &self.device,
+                || {},
+            )
+            .map_err(std::io::Error::other)?;
             pixels.extend(to_pixels(&values));
         }
         images::grid(&pixels, 10, 2).save(path)
