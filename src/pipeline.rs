@@ -4,7 +4,7 @@
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::IMAGE_SIDE;
+use crate::data::{DIGITS, IMAGE_SIDE};
 use crate::model::UNet;
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerError, StepOutput, guide};
@@ -12,13 +12,52 @@ use crate::sampler::{Sampler, SamplerError, StepOutput, guide};
 /// The guidance scale w used when none is given.
 pub const DEFAULT_GUIDANCE: f32 = 2.0;
 
+/// Which digits a generation draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Digits {
+    /// No label: the model's unconditional distribution, without guidance.
+    Unconditional,
+    /// Every image this digit, with classifier-free guidance.
+    Only(usize),
+    /// Each image one of 0–9, as evenly as the count allows (every run of ten images holds each
+    /// digit once, in an order drawn from the seed), with classifier-free guidance.
+    Mixed,
+}
+
+/// Salt of the random stream that orders [`Digits::Mixed`]: separate from the noise, so a seed
+/// gives the same x_T whichever digits are asked for.
+const MIXED_LABELS_STREAM: u64 = 0x6c61_6265_6c73;
+
+impl Digits {
+    /// Whether the model is conditioned on a label (and guidance applies).
+    pub fn is_conditional(self) -> bool {
+        self != Digits::Unconditional
+    }
+
+    /// The label of each of `count` images, for a generation seeded with `seed`.
+    pub fn labels(self, count: usize, seed: u64) -> Vec<Option<usize>> {
+        match self {
+            Digits::Unconditional => vec![None; count],
+            Digits::Only(digit) => vec![Some(digit); count],
+            Digits::Mixed => {
+                let mut rng = NoiseRng::new(seed ^ MIXED_LABELS_STREAM);
+                let mut labels = Vec::with_capacity(count + DIGITS);
+                while labels.len() < count {
+                    labels.extend(rng.permutation(DIGITS).into_iter().map(Some));
+                }
+                labels.truncate(count);
+                labels
+            }
+        }
+    }
+}
+
 /// What to generate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationRequest {
     pub count: usize,
     pub seed: u64,
-    /// Draw this digit (with classifier-free guidance), or any digit (unconditional) if `None`.
-    pub digit: Option<usize>,
+    pub digits: Digits,
     /// Classifier-free guidance scale w; ignored for unconditional samples.
     pub guidance: f32,
 }
@@ -42,12 +81,12 @@ impl Generation {
     pub fn new(sampler: Sampler, request: &GenerationRequest, device: &Device) -> Self {
         let mut rng = NoiseRng::new(request.seed);
         let sample = rng.normal_tensor([request.count, 1, IMAGE_SIDE, IMAGE_SIDE], device);
-        let guidance = if request.digit.is_some() {
+        let guidance = if request.digits.is_conditional() {
             request.guidance
         } else {
             0.0
         };
-        let mut labels = vec![request.digit; request.count];
+        let mut labels = request.digits.labels(request.count, request.seed);
         if guidance != 0.0 {
             labels.extend(std::iter::repeat_n(None, request.count));
         }

@@ -11,10 +11,15 @@ use wasm_bindgen::prelude::*;
 
 use crate::data::to_pixels;
 use crate::model::UNet;
-use crate::pipeline::{Generation, GenerationRequest};
+use crate::pipeline::{Digits, Generation, GenerationRequest};
 use crate::sampler::{DdpmVariance, Sampler, SamplerKind};
 use crate::schedule::NoiseSchedule;
 use crate::weights::{self, Manifest};
+
+/// `digit` for [`Denoiser::start`]: no label (the unconditional model, no guidance).
+pub const UNCONDITIONAL: i32 = -1;
+/// `digit` for [`Denoiser::start`]: a balanced mix of 0–9, with guidance.
+pub const MIXED_DIGITS: i32 = -2;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -125,7 +130,9 @@ impl Denoiser {
         self.adapter.clone()
     }
 
-    /// Starts a new reverse process. `digit` < 0 means any digit; `sampler` is "ddpm" or "ddim".
+    /// Starts a new reverse process. `digit`: 0–9 draws that digit, [`MIXED_DIGITS`] (−2) a mix
+    /// of all ten, both with guidance; [`UNCONDITIONAL`] (−1) draws without a label.
+    /// `sampler` is "ddpm" or "ddim".
     /// Returns the number of steps it will take.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
@@ -157,9 +164,15 @@ impl Denoiser {
             ));
         }
         let classes = inner.manifest.model.num_classes;
-        let digit = match digit {
-            d if d < 0 => None,
-            d if (d as usize) < classes => Some(d as usize),
+        let digits = match digit {
+            UNCONDITIONAL => Digits::Unconditional,
+            _ if classes == 0 => {
+                return Err(JsError::new(
+                    "these weights are unconditional: they cannot draw chosen digits",
+                ));
+            }
+            MIXED_DIGITS => Digits::Mixed,
+            d if d >= 0 && (d as usize) < classes => Digits::Only(d as usize),
             d => {
                 return Err(JsError::new(&format!(
                     "digit {d} is not one of this model's {classes} classes"
@@ -188,7 +201,7 @@ impl Denoiser {
         let request = GenerationRequest {
             count: count as usize,
             seed: seed as u64,
-            digit,
+            digits,
             guidance,
         };
         let generation = Generation::new(sampler, &request, &inner.device);

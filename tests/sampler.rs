@@ -1,7 +1,9 @@
-//! DDPM and DDIM steps against hand-computed values, and the samplers' error paths.
+//! DDPM and DDIM steps against hand-computed values, the samplers' error paths, and the labels
+//! and starting noise of a generation.
 
 mod common;
 
+use gendi::pipeline::{Digits, Generation, GenerationRequest};
 use gendi::rng::NoiseRng;
 use gendi::sampler::{DdpmVariance, Sampler, SamplerError, SamplerKind, guide};
 use gendi::schedule::NoiseSchedule;
@@ -216,4 +218,37 @@ fn sampler_errors_are_precise() {
         err.err().map(|e| e.to_string()),
         Some("timestep 555 is not one of this sampler's timesteps".into())
     );
+}
+
+#[test]
+fn mixed_digits_hold_each_digit_once_per_ten_images_in_a_seeded_order() {
+    let labels = Digits::Mixed.labels(25, 7);
+    assert_eq!(labels.len(), 25);
+    for run in labels.chunks(10).filter(|run| run.len() == 10) {
+        let mut digits: Vec<usize> = run.iter().map(|l| l.unwrap()).collect();
+        digits.sort();
+        assert_eq!(digits, (0..10).collect::<Vec<_>>());
+    }
+    assert_eq!(labels, Digits::Mixed.labels(25, 7));
+    assert_ne!(labels, Digits::Mixed.labels(25, 8));
+    assert_eq!(Digits::Only(4).labels(3, 7), vec![Some(4); 3]);
+    assert_eq!(Digits::Unconditional.labels(3, 7), vec![None; 3]);
+}
+
+#[test]
+fn the_seed_gives_the_same_starting_noise_whichever_digits_are_asked_for() {
+    let device = common::device();
+    let start = |digits| {
+        let request = GenerationRequest {
+            count: 3,
+            seed: 11,
+            digits,
+            guidance: 2.0,
+        };
+        let sampler = Sampler::new(schedule(), SamplerKind::Ddim { steps: 5, eta: 0.0 }).unwrap();
+        common::values(Generation::new(sampler, &request, &device).sample().clone())
+    };
+    let unconditional = start(Digits::Unconditional);
+    assert_eq!(unconditional, start(Digits::Mixed));
+    assert_eq!(unconditional, start(Digits::Only(9)));
 }

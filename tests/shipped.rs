@@ -11,7 +11,7 @@ use std::path::Path;
 use gendi::native::classifier;
 use gendi::native::export::load_exported;
 use gendi::native::generate_images;
-use gendi::pipeline::DEFAULT_GUIDANCE;
+use gendi::pipeline::{DEFAULT_GUIDANCE, Digits};
 use gendi::sampler::{Sampler, SamplerKind};
 use gendi::schedule::NoiseSchedule;
 use gendi::weights::{MANIFEST_FILE, sha256_hex};
@@ -54,7 +54,7 @@ fn shipped_weights_draw_the_digits_asked_for() {
                 2,
                 2,
                 100 + digit as u64,
-                Some(digit),
+                Digits::Only(digit),
                 DEFAULT_GUIDANCE,
                 &device,
                 || {},

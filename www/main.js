@@ -64,9 +64,10 @@ function applyUrlParams() {
 
 function syncControls() {
   $('guidance-value').textContent = Number(ui.guidance.value).toFixed(1);
-  const anyDigit = Number(ui.digit.value) < 0;
-  ui.guidance.disabled = anyDigit;
-  $('guidance-label').title = anyDigit ? 'Guidance applies when a digit is chosen' : '';
+  // -2: each digit 0–9 in turn, guided; -1: no label at all (the unconditional model), unguided.
+  const unguided = Number(ui.digit.value) === -1;
+  ui.guidance.disabled = unguided;
+  $('guidance-label').title = unguided ? 'Guidance needs a label: choose digits to use it' : '';
   $('steps-label').hidden = ui.sampler.value !== 'ddim';
 }
 
@@ -187,7 +188,9 @@ const handlers = {
     $('stat-adapter').textContent = gendi.adapter;
     $('model-info').textContent = `U-Net with ${info.parameters.toLocaleString('en')} parameters, ` +
       `trained for ${info.trainingSteps.toLocaleString('en')} steps, T = ${info.timesteps}. Weights ${(info.bytes / 1e6).toFixed(2)} MB, SHA-256 ${info.sha256.slice(0, 12)}…`;
+    if (!info.conditional) ui.digit.value = '-1';
     ui.digit.disabled = !info.conditional;
+    syncControls();
     setState('ready');
     if (params.has('autostart')) generate();
   },

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{GenerateArgs, progress};
 use gendi::data::{self, Mnist, Split};
-use gendi::pipeline::DEFAULT_GUIDANCE;
+use gendi::pipeline::{DEFAULT_GUIDANCE, Digits};
 use gendi::rng::NoiseRng;
 use gendi::sampler::Sampler;
 use gendi::schedule::NoiseSchedule;
@@ -124,7 +124,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         args.count,
         args.batch,
         args.seed,
-        None,
+        Digits::Unconditional,
         0.0,
         &device,
         || bar.inc(1),
@@ -141,7 +141,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
                 per_digit,
                 args.batch,
                 seed,
-                Some(digit),
+                Digits::Only(digit),
                 args.guidance,
                 &device,
                 || bar.inc(1),

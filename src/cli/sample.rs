@@ -6,12 +6,26 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{GenerateArgs, ModelSource, ScheduleArg, random_seed, schedule_config};
-use gendi::data::{self, IMAGE_PIXELS, Mnist, Split, to_pixels};
+use gendi::data::{self, DIGITS, IMAGE_PIXELS, Mnist, Split, to_pixels};
 use gendi::native::images;
-use gendi::pipeline::{DEFAULT_GUIDANCE, Generation, GenerationRequest};
+use gendi::pipeline::{DEFAULT_GUIDANCE, Digits, Generation, GenerationRequest};
 use gendi::rng::NoiseRng;
 use gendi::sampler::{Sampler, SamplerKind};
 use gendi::schedule::NoiseSchedule;
+
+/// Parses `--digit`: a digit 0–9, `mixed` or `none`.
+fn parse_digits(text: &str) -> Result<Digits, String> {
+    match text {
+        "mixed" => Ok(Digits::Mixed),
+        "none" => Ok(Digits::Unconditional),
+        _ => match text.parse::<usize>() {
+            Ok(digit) if digit < DIGITS => Ok(Digits::Only(digit)),
+            _ => Err(format!(
+                "expected a digit 0–9, `mixed` or `none`, not {text:?}"
+            )),
+        },
+    }
+}
 
 #[derive(Args)]
 pub struct SampleArgs {
@@ -25,10 +39,12 @@ pub struct SampleArgs {
     /// Output directory: 000000.png, 000001.png, … and grid.png.
     #[arg(long, default_value = "samples")]
     out: PathBuf,
-    /// Draw this digit (0–9) with classifier-free guidance; any digit if omitted.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9))]
-    digit: Option<u8>,
-    /// Guidance scale w: ε = (1+w)·ε(x,t,y) − w·ε(x,t,∅). Only with --digit.
+    /// Which digits: 0–9 for that digit, `mixed` for all ten evenly (both with classifier-free
+    /// guidance), `none` for the unconditional model (no label, no guidance).
+    /// [default: mixed, or none for unconditional weights]
+    #[arg(long, value_name = "0-9|mixed|none", value_parser = parse_digits)]
+    digit: Option<Digits>,
+    /// Guidance scale w: ε = (1+w)·ε(x,t,y) − w·ε(x,t,∅). Not used with `--digit none`.
     #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     guidance: f32,
     /// Also write trajectory.png: x_t across the reverse process, one row per digit (up to 8).
@@ -71,9 +87,9 @@ pub struct ReferenceArgs {
     count: usize,
     #[arg(long, default_value_t = 1234)]
     seed: u64,
-    /// Digit to draw; any digit if omitted.
-    #[arg(long)]
-    digit: Option<usize>,
+    /// Which digits: 0–9, `mixed` or `none` (as for `gendi sample`).
+    #[arg(long, value_name = "0-9|mixed|none", value_parser = parse_digits, default_value = "none")]
+    digit: Digits,
     #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     guidance: f32,
     /// DDIM steps of the whole process.
@@ -92,17 +108,23 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     }
     let device = args.model.device.device.device()?;
     let (model, schedule, num_classes) = args.model.source.load(&device)?;
-    let digit = args.digit.map(usize::from);
-    if digit.is_some() && num_classes == 0 {
-        return Err("these weights are unconditional: they cannot draw a chosen --digit".into());
-    }
+    let digits = match args.digit {
+        Some(digits) if digits.is_conditional() && num_classes == 0 => {
+            return Err(
+                "these weights are unconditional: they can only draw `--digit none`".into(),
+            );
+        }
+        Some(digits) => digits,
+        None if num_classes == 0 => Digits::Unconditional,
+        None => Digits::Mixed,
+    };
     let seed = args.seed.unwrap_or_else(random_seed);
     let sampler = Sampler::new(NoiseSchedule::new(schedule), args.model.sampler.kind())
         .map_err(|e| e.to_string())?;
     let request = GenerationRequest {
         count: args.count,
         seed,
-        digit,
+        digits,
         guidance: args.guidance,
     };
     let mut generation = Generation::new(sampler, &request, &device);
@@ -230,7 +252,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     let request = GenerationRequest {
         count: args.count,
         seed: args.seed,
-        digit: args.digit,
+        digits: args.digit,
         guidance: args.guidance,
     };
     let mut generation = Generation::new(sampler, &request, &device);
@@ -248,7 +270,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
         steps.push(values);
     }
     let json = serde_json::json!({
-        "seed": args.seed, "count": args.count, "digit": args.digit, "guidance": args.guidance,
+        "seed": args.seed, "count": args.count, "digits": args.digit, "guidance": args.guidance,
         "sampler": "ddim", "total_steps": args.steps, "timesteps": timesteps, "steps": steps,
     });
     std::fs::write(&args.out, json.to_string())

@@ -56,7 +56,7 @@ impl Default for UNetConfig {
             // The model is small and trains for few epochs: it underfits before it overfits.
             dropout: 0.0,
             embedding_dim: 128,
-            num_classes: 10,
+            num_classes: crate::data::DIGITS,
         }
     }
 }

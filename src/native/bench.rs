@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::train::{TrainConfig, Trainer};
 use crate::data::{IMAGE_PIXELS, Mnist};
 use crate::model::UNetConfig;
-use crate::pipeline::{Generation, GenerationRequest};
+use crate::pipeline::{Digits, Generation, GenerationRequest};
 use crate::rng::NoiseRng;
 use crate::sampler::{DdpmVariance, Sampler, SamplerKind};
 use crate::schedule::NoiseSchedule;
@@ -75,7 +75,7 @@ pub fn run(
         let request = GenerationRequest {
             count,
             seed: 1,
-            digit: None,
+            digits: Digits::Unconditional,
             guidance: 0.0,
         };
         let mut generation = Generation::new(sampler.clone(), &request, device);

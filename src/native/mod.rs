@@ -39,7 +39,7 @@ pub fn generate_images(
     count: usize,
     batch: usize,
     seed: u64,
-    digit: Option<usize>,
+    digits: crate::pipeline::Digits,
     guidance: f32,
     device: &Device,
     mut on_step: impl FnMut(),
@@ -51,7 +51,7 @@ pub fn generate_images(
         let request = GenerationRequest {
             count: n,
             seed: seed + index as u64,
-            digit,
+            digits,
             guidance,
         };
         let mut generation = Generation::new(sampler.clone(), &request, device);

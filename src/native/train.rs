@@ -16,7 +16,7 @@ use super::checkpoint::{Checkpoint, CheckpointError, TrainState};
 use super::images;
 use crate::data::{Mnist, to_pixels};
 use crate::model::{UNet, UNetConfig};
-use crate::pipeline::DEFAULT_GUIDANCE;
+use crate::pipeline::{DEFAULT_GUIDANCE, Digits};
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerKind};
 use crate::schedule::{NoiseSchedule, ScheduleConfig};
@@ -414,7 +414,11 @@ impl Trainer {
         let classes = self.state.config.model.num_classes;
         let mut pixels = Vec::new();
         for digit in 0..classes.max(1) {
-            let label = (classes > 0).then_some(digit);
+            let digits = if classes > 0 {
+                Digits::Only(digit)
+            } else {
+                Digits::Unconditional
+            };
             let seed = 1000 + digit as u64;
             let values = super::generate_images(
                 &self.ema,
@@ -422,7 +426,7 @@ impl Trainer {
                 2,
                 2,
                 seed,
-                label,
+                digits,
                 DEFAULT_GUIDANCE,
                 &self.device,
                 || {},
