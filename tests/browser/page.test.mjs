@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, WWW } from './harness.mjs';
 
-const RUN = { count: 1, seed: 1234, digit: 3, sampler: 'ddim', steps: 10, guidance: 2 };
+// The page's default digits: a guided mix of 0–9 (`--digit mixed` natively, -2 in the page's selector).
+const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'ddim', steps: 10, guidance: 2 };
+const PAGE_DIGIT = { mixed: -2, none: -1 };
 const STEPS_CHECKED = 3;
 let server, browser, reference;
 
@@ -31,7 +33,7 @@ after(async () => {
 });
 
 function query(backend) {
-  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: RUN.digit, sampler: RUN.sampler, steps: RUN.steps, guidance: RUN.guidance });
+  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: PAGE_DIGIT[RUN.digit] ?? RUN.digit, sampler: RUN.sampler, steps: RUN.steps, guidance: RUN.guidance });
   return `${server.url}?${p}`;
 }
 
