@@ -28,7 +28,32 @@ pub enum Digits {
 /// gives the same x_T whichever digits are asked for.
 const MIXED_LABELS_STREAM: u64 = 0x6c61_6265_6c73;
 
+/// Digits a model cannot draw.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigitsError {
+    #[error("these weights are unconditional: they can only draw without a label")]
+    UnconditionalWeights,
+    #[error("digit {digit} is not one of this model's {classes} classes")]
+    UnknownDigit { digit: usize, classes: usize },
+}
+
 impl Digits {
+    /// Checks that a model with `classes` labels (0: unconditional) can draw these digits.
+    pub fn check(self, classes: usize) -> Result<(), DigitsError> {
+        match self {
+            Digits::Unconditional => Ok(()),
+            _ if classes == 0 => Err(DigitsError::UnconditionalWeights),
+            Digits::Only(digit) if digit >= classes => {
+                Err(DigitsError::UnknownDigit { digit, classes })
+            }
+            Digits::Mixed if classes < DIGITS => Err(DigitsError::UnknownDigit {
+                digit: DIGITS - 1,
+                classes,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the model is conditioned on a label (and guidance applies).
     pub fn is_conditional(self) -> bool {
         self != Digits::Unconditional

@@ -163,22 +163,15 @@ impl Denoiser {
                 "the seed must be a whole number between 0 and 2^53 - 1",
             ));
         }
-        let classes = inner.manifest.model.num_classes;
         let digits = match digit {
             UNCONDITIONAL => Digits::Unconditional,
-            _ if classes == 0 => {
-                return Err(JsError::new(
-                    "these weights are unconditional: they cannot draw chosen digits",
-                ));
-            }
             MIXED_DIGITS => Digits::Mixed,
-            d if d >= 0 && (d as usize) < classes => Digits::Only(d as usize),
-            d => {
-                return Err(JsError::new(&format!(
-                    "digit {d} is not one of this model's {classes} classes"
-                )));
-            }
+            d if d >= 0 => Digits::Only(d as usize),
+            d => return Err(JsError::new(&format!("{d} is not a digit"))),
         };
+        digits
+            .check(inner.manifest.model.num_classes)
+            .map_err(|e| JsError::new(&e.to_string()))?;
         if !guidance.is_finite() || guidance < 0.0 {
             return Err(JsError::new("the guidance scale must be a number >= 0"));
         }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use gendi::pipeline::{Digits, Generation, GenerationRequest};
+use gendi::pipeline::{Digits, DigitsError, Generation, GenerationRequest};
 use gendi::rng::NoiseRng;
 use gendi::sampler::{DdpmVariance, Sampler, SamplerError, SamplerKind, guide};
 use gendi::schedule::NoiseSchedule;
@@ -251,4 +251,23 @@ fn the_seed_gives_the_same_starting_noise_whichever_digits_are_asked_for() {
     let unconditional = start(Digits::Unconditional);
     assert_eq!(unconditional, start(Digits::Mixed));
     assert_eq!(unconditional, start(Digits::Only(9)));
+}
+
+#[test]
+fn digits_are_checked_against_the_model_classes() {
+    assert_eq!(Digits::Unconditional.check(0), Ok(()));
+    assert_eq!(Digits::Mixed.check(10), Ok(()));
+    assert_eq!(Digits::Only(9).check(10), Ok(()));
+    assert_eq!(
+        Digits::Mixed.check(0),
+        Err(DigitsError::UnconditionalWeights)
+    );
+    assert_eq!(
+        Digits::Only(10).check(10),
+        Err(DigitsError::UnknownDigit {
+            digit: 10,
+            classes: 10
+        })
+    );
+    assert!(Digits::Mixed.check(5).is_err());
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{GenerateArgs, progress};
-use gendi::data::{self, Mnist, Split};
+use gendi::data::{self, DIGITS, Mnist, Split};
 use gendi::native::eval::SetReport;
 use gendi::pipeline::{DEFAULT_GUIDANCE, Digits};
 use gendi::rng::NoiseRng;
@@ -110,11 +110,11 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     let sampler = Sampler::new(NoiseSchedule::new(schedule), args.model.sampler.kind())
         .map_err(|e| e.to_string())?;
     let steps = sampler.timesteps().len();
-    let per_digit = args.count / 10;
+    let per_digit = args.count / DIGITS;
     let batches = |n: usize| n.div_ceil(args.batch) * steps;
     let total_steps = batches(args.count)
         + if num_classes > 0 {
-            10 * batches(per_digit)
+            DIGITS * batches(per_digit)
         } else {
             0
         };
@@ -134,7 +134,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     let conditional = if num_classes > 0 {
         let mut images = Vec::new();
         let mut labels = Vec::new();
-        for digit in 0..10 {
+        for digit in 0..DIGITS {
             let seed = args.seed + 10_000 * (digit as u64 + 1);
             images.extend(generate_images(
                 &model,
@@ -183,9 +183,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         );
     }
     println!();
-    print_table(&generated, conditional.as_ref(), &real, |ok| {
-        bar_check(ok).to_string()
-    });
+    print_table(&generated, conditional.as_ref(), &real, bar_check);
     let report = serde_json::json!({
         "classifier_test_accuracy": test_accuracy,
         "sampler": args.model.sampler.kind(),
@@ -195,17 +193,11 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         "generated_per_digit": conditional,
         "real_training_images": real,
     });
+    let json = serde_json::to_string_pretty(&report).expect("serialisable");
     println!();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).expect("serialisable")
-    );
+    println!("{json}");
     if let Some(path) = &args.json {
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&report).expect("serialisable"),
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -217,24 +209,17 @@ fn print_table(
     unconditional: &SetReport,
     guided: Option<&SetReport>,
     real: &SetReport,
-    bar: impl Fn(bool) -> String,
+    bar: impl Fn(bool) -> &'static str,
 ) {
-    let guided_cell = |f: &dyn Fn(&SetReport) -> String| guided.map_or_else(|| "-".to_string(), f);
-    let row = |name: &str, value: &dyn Fn(&SetReport) -> String, ok: String| {
-        println!(
-            "{:<36} {:>14} {:>14} {:>14} {:>8}",
-            name,
-            value(unconditional),
-            guided_cell(value),
-            value(real),
-            ok
-        );
+    let line = |[name, a, b, c, ok]: [&str; 5]| {
+        println!("{name:<36} {a:>14} {b:>14} {c:>14} {ok:>8}");
+    };
+    let row = |name: &str, value: &dyn Fn(&SetReport) -> String, ok: &str| {
+        let guided = guided.map_or_else(|| "-".to_string(), value);
+        line([name, &value(unconditional), &guided, &value(real), ok]);
     };
     let percent = |x: f64| format!("{:.2}%", 100.0 * x);
-    println!(
-        "{:<36} {:>14} {:>14} {:>14} {:>8}",
-        "", "unconditional", "guided 0-9", "real (floor)", "bar met"
-    );
+    line(["", "unconditional", "guided 0-9", "real (floor)", "bar met"]);
     row(
         "Fréchet distance (classifier feats)",
         &|r| format!("{:.3}", r.frechet_distance),
@@ -248,32 +233,27 @@ fn print_table(
     row(
         "KL(class histogram ‖ uniform)",
         &|r| format!("{:.4}", r.kl_from_uniform),
-        String::new(),
+        "",
     );
     let balanced = unconditional
         .class_fractions
         .iter()
         .all(|&f| (0.08..=0.12).contains(&f));
-    for digit in 0..10 {
+    for digit in 0..DIGITS {
         row(
             &format!("  class {digit}"),
             &|r| format!("{:.1}%", 100.0 * r.class_fractions[digit]),
-            if digit == 0 {
-                bar(balanced)
-            } else {
-                String::new()
-            },
+            if digit == 0 { bar(balanced) } else { "" },
         );
     }
     if let Some(guided) = guided {
         let accuracy = guided.label_accuracy.unwrap_or(0.0);
-        println!(
-            "{:<36} {:>14} {:>14} {:>14} {:>8}",
+        line([
             "classified as asked (per digit)",
             "-",
-            percent(accuracy),
-            percent(real.label_accuracy.unwrap_or(0.0)),
-            bar(accuracy >= 0.97)
-        );
+            &percent(accuracy),
+            &percent(real.label_accuracy.unwrap_or(0.0)),
+            bar(accuracy >= 0.97),
+        ]);
     }
 }

@@ -109,15 +109,11 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     let device = args.model.device.device.device()?;
     let (model, schedule, num_classes) = args.model.source.load(&device)?;
     let digits = match args.digit {
-        Some(digits) if digits.is_conditional() && num_classes == 0 => {
-            return Err(
-                "these weights are unconditional: they can only draw `--digit none`".into(),
-            );
-        }
         Some(digits) => digits,
         None if num_classes == 0 => Digits::Unconditional,
         None => Digits::Mixed,
     };
+    digits.check(num_classes).map_err(|e| e.to_string())?;
     let seed = args.seed.unwrap_or_else(random_seed);
     let sampler = Sampler::new(NoiseSchedule::new(schedule), args.model.sampler.kind())
         .map_err(|e| e.to_string())?;
@@ -239,7 +235,8 @@ pub fn forward(args: ForwardArgs) -> Result<(), String> {
 
 pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     let device = burn::tensor::Device::flex();
-    let (model, schedule, _) = args.source.load(&device)?;
+    let (model, schedule, num_classes) = args.source.load(&device)?;
+    args.digit.check(num_classes).map_err(|e| e.to_string())?;
     let sampler = Sampler::new(
         NoiseSchedule::new(schedule),
         SamplerKind::Ddim {
