@@ -38,9 +38,10 @@ pub struct TrainArgs {
     /// Decay of the exponential moving average of the weights that `export` ships.
     #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
-    /// Fraction of labels replaced by "no label", so one model also samples unconditionally.
-    #[arg(long, default_value_t = 0.1)]
-    label_dropout: f64,
+    /// Fraction of labels replaced by "no label", so one model also samples unconditionally
+    /// [default: 0.1]. With --resume it changes the run's fraction from the checkpoint on.
+    #[arg(long, value_parser = parse_fraction)]
+    label_dropout: Option<f64>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Noise schedule: linear β 1e-4 → 0.02 (Ho et al.) or cosine (Nichol & Dhariwal).
@@ -74,6 +75,14 @@ pub struct TrainArgs {
     device: DeviceArg,
 }
 
+/// A fraction in [0, 1].
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a fraction between 0 and 1, got {text}")),
+    }
+}
+
 fn load_train_data(dir: Option<PathBuf>, limit: Option<usize>) -> Result<Mnist, String> {
     let dir = dir.unwrap_or_else(data::default_data_dir);
     let mut mnist = Mnist::load(&dir, Split::Train).map_err(|e| e.to_string())?;
@@ -103,6 +112,17 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         if args.steps.is_some() || args.epochs.is_some() {
             trainer.state.config.steps = steps_for(trainer.state.config.batch_size);
         }
+        if let Some(fraction) = args.label_dropout {
+            let config = &mut trainer.state.config;
+            if config.model.num_classes == 0 {
+                return Err("--label-dropout: this run trains an unconditional model (no labels)".into());
+            }
+            eprintln!(
+                "label dropout {} → {fraction} from step {}",
+                config.label_dropout, trainer.state.step
+            );
+            config.label_dropout = fraction;
+        }
         eprintln!(
             "resuming {} at step {} of {}",
             checkpoint_path.display(),
@@ -128,7 +148,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             label_dropout: if args.unconditional {
                 0.0
             } else {
-                args.label_dropout
+                args.label_dropout.unwrap_or(TrainConfig::default().label_dropout)
             },
             seed: args.seed,
             ..TrainConfig::default()
