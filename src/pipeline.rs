@@ -9,8 +9,11 @@ use crate::model::UNet;
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerError, StepOutput, guide};
 
-/// The guidance scale w used when none is given.
-pub const DEFAULT_GUIDANCE: f32 = 2.0;
+/// The guidance scale w used when none is given (the page's slider starts here too). Measured on
+/// the step-3,500 weights, 200 per-digit samples: w = 0.5 / 1 / 2 keep 97.5% / 99.0% / 100% of
+/// digits recognised as asked, with classifier-feature Fréchet distances 135 / 190 / ~260 (lower
+/// is more varied); w = 1 trades a little accuracy for much more natural variety than 2.
+pub const DEFAULT_GUIDANCE: f32 = 1.0;
 
 /// Which digits a generation draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, WWW } from './harness.mjs';
 
 // The page's default digits: a guided mix of 0–9 (`--digit mixed` natively, -2 in the page's selector).
-const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'ddim', steps: 10, guidance: 2 };
+// No guidance is given to either side: the page's slider default must be the native DEFAULT_GUIDANCE.
+const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'ddim', steps: 10 };
 const PAGE_DIGIT = { mixed: -2, none: -1 };
 const STEPS_CHECKED = 3;
 let server, browser, reference;
@@ -20,7 +21,7 @@ before(async () => {
   const out = join(mkdtempSync(join(tmpdir(), 'gendi-ref-')), 'reference.json');
   const bin = process.env.GENDI_BIN ?? 'gendi';
   execFileSync(bin, ['reference', '--out', out, '--count', String(RUN.count), '--seed', String(RUN.seed),
-    '--digit', String(RUN.digit), '--guidance', String(RUN.guidance), '--steps', String(RUN.steps),
+    '--digit', String(RUN.digit), '--steps', String(RUN.steps),
     '--record', String(STEPS_CHECKED), '--weights', join(WWW, 'weights')], { stdio: 'inherit' });
   reference = JSON.parse(readFileSync(out, 'utf8'));
   server = await serveWww();
@@ -33,7 +34,7 @@ after(async () => {
 });
 
 function query(backend) {
-  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: PAGE_DIGIT[RUN.digit] ?? RUN.digit, sampler: RUN.sampler, steps: RUN.steps, guidance: RUN.guidance });
+  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: PAGE_DIGIT[RUN.digit] ?? RUN.digit, sampler: RUN.sampler, steps: RUN.steps });
   return `${server.url}?${p}`;
 }
 
