@@ -139,6 +139,12 @@ PY
 }
 
 run_tests() {
+  if cargo fmt --version >/dev/null 2>&1; then
+    say "formatting (cargo fmt --check)"
+    cargo fmt --check || die "the code is not formatted: run cargo fmt"
+  else
+    say "no rustfmt on this machine: formatting not checked"
+  fi
   say "Rust tests (release profile: training steps are too slow unoptimised)"
   cargo test --release
   say "browser tests (headless Chromium, WebGPU on SwiftShader)"

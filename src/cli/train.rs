@@ -115,7 +115,9 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         if let Some(fraction) = args.label_dropout {
             let config = &mut trainer.state.config;
             if config.model.num_classes == 0 {
-                return Err("--label-dropout: this run trains an unconditional model (no labels)".into());
+                return Err(
+                    "--label-dropout: this run trains an unconditional model (no labels)".into(),
+                );
             }
             eprintln!(
                 "label dropout {} → {fraction} from step {}",
@@ -148,7 +150,8 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             label_dropout: if args.unconditional {
                 0.0
             } else {
-                args.label_dropout.unwrap_or(TrainConfig::default().label_dropout)
+                args.label_dropout
+                    .unwrap_or(TrainConfig::default().label_dropout)
             },
             seed: args.seed,
             ..TrainConfig::default()
