@@ -2,9 +2,12 @@
 
 mod common;
 
+use burn::module::Module;
 use gendi::data::{Mnist, Split};
 use gendi::native::checkpoint::Checkpoint;
-use gendi::native::train::{RunOptions, TrainConfig, TrainError, Trainer};
+use gendi::native::export::{export, load_exported};
+use gendi::native::train::{RunOptions, TrainConfig, TrainError, Trainer, learning_rate};
+use gendi::weights::StoredDType;
 
 fn mnist(count: usize) -> Mnist {
     let mut data = Mnist::load(&common::mnist_dir(), Split::Train).expect("MNIST loads");
@@ -149,6 +152,81 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
     assert_eq!(steps, ["1", "2", "3", "4", "5", "6"]);
     std::fs::remove_dir_all(straight_dir).unwrap();
     std::fs::remove_dir_all(killed_dir).unwrap();
+}
+
+#[test]
+fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
+    let data = mnist(64);
+    let config = TrainConfig {
+        batch_size: 8,
+        steps: 3,
+        warmup_steps: 2,
+        ..TrainConfig::default()
+    };
+    let device = common::device();
+    let first_dir = run_dir("init-first");
+    let mut first = Trainer::new(config.clone(), &device).unwrap();
+    first.run(&data, &quiet(&first_dir, 0)).unwrap();
+    let exported_dir = first_dir.join("weights");
+    let manifest = export(
+        &first.checkpoint().unwrap(),
+        &exported_dir,
+        true,
+        StoredDType::F32,
+    )
+    .unwrap();
+    let (_, weights) = load_exported(&exported_dir, &device).unwrap();
+
+    // Asking for no more steps than the weights have is refused.
+    let err = Trainer::from_exported(config.clone(), &manifest, weights.clone(), &device)
+        .err()
+        .expect("3 steps on 3-step weights is refused");
+    assert!(err.to_string().contains("--steps"), "{err}");
+
+    let longer = TrainConfig { steps: 5, ..config };
+    let mut second = Trainer::from_exported(longer, &manifest, weights.clone(), &device).unwrap();
+    assert_eq!(second.state.step, 3);
+    let init = second
+        .state
+        .config
+        .init
+        .clone()
+        .expect("the start is recorded");
+    assert_eq!(
+        (init.sha256.as_str(), init.step),
+        (manifest.weights.sha256.as_str(), 3)
+    );
+    // The fresh optimiser warms up again from the run's first step.
+    let warm = learning_rate(&second.state.config, 3);
+    assert!(
+        (warm - second.state.config.learning_rate / 2.0).abs() < 1e-12,
+        "{warm}"
+    );
+    // Both the trained model and its EMA start as the exported weights.
+    let x = common::filled(0.3, [1, 1, 28, 28]);
+    let out = |m: &gendi::model::UNet| common::values(m.forward(x.clone(), &[500], &[Some(4)]));
+    let expected = out(&weights);
+    assert!(common::max_abs_diff(&out(&second.ema), &expected) < 1e-6);
+    assert!(common::max_abs_diff(&out(&second.model.valid()), &expected) < 1e-6);
+
+    let second_dir = run_dir("init-second");
+    second.run(&data, &quiet(&second_dir, 0)).unwrap();
+    let saved = Checkpoint::load(&second_dir.join("checkpoint.gendi")).unwrap();
+    assert_eq!(saved.state.step, 5);
+    assert_eq!(saved.state.config.init, Some(init));
+    let csv = std::fs::read_to_string(second_dir.join("loss.csv")).unwrap();
+    let steps: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["4", "5"]);
+    assert!(
+        common::max_abs_diff(&out(&second.ema), &expected) > 0.0,
+        "training moved the EMA"
+    );
+    std::fs::remove_dir_all(first_dir).unwrap();
+    std::fs::remove_dir_all(second_dir).unwrap();
 }
 
 #[test]

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{DeviceArg, ScheduleArg, schedule_config};
+use burn::tensor::Device;
 use gendi::data::{self, Mnist, Split};
+use gendi::native::export::load_exported;
 use gendi::native::train::{RunOptions, TrainConfig, Trainer};
 
 #[derive(Args)]
@@ -19,6 +21,11 @@ pub struct TrainArgs {
     /// Start over even if --run-dir already holds a checkpoint (it is overwritten).
     #[arg(long, conflicts_with = "resume")]
     fresh: bool,
+    /// Start from exported weights (a directory like www/weights) instead of a random
+    /// initialisation: their model and schedule apply, steps count on from theirs, and the
+    /// optimiser starts fresh (with its warm-up).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "schedule", "timesteps", "base_channels", "unconditional"])]
+    init_from: Option<PathBuf>,
     /// Total optimiser steps of the run.
     #[arg(long)]
     steps: Option<u64>,
@@ -161,7 +168,24 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             config.model.num_classes = 0;
         }
         config.steps = steps_for(config.batch_size);
-        Trainer::new(config, &device).map_err(|e| e.to_string())?
+        match &args.init_from {
+            None => Trainer::new(config, &device).map_err(|e| e.to_string())?,
+            Some(dir) => {
+                let (manifest, weights) =
+                    load_exported(dir, &Device::flex()).map_err(|e| e.to_string())?;
+                if manifest.model.num_classes == 0 {
+                    config.label_dropout = 0.0;
+                }
+                eprintln!(
+                    "starting from {} ({} steps, sha256 {}…)",
+                    dir.display(),
+                    manifest.training_steps,
+                    &manifest.weights.sha256[..12]
+                );
+                Trainer::from_exported(config, &manifest, weights, &device)
+                    .map_err(|e| e.to_string())?
+            }
+        }
     };
     let parameters = burn::module::Module::num_params(&trainer.model);
     eprintln!(

@@ -20,7 +20,7 @@ use crate::pipeline::{DEFAULT_GUIDANCE, Digits};
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerKind};
 use crate::schedule::{NoiseSchedule, ScheduleConfig};
-use crate::weights::{self, WeightsError};
+use crate::weights::{self, Manifest, WeightsError};
 
 /// A training run's settings, stored in its checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +41,18 @@ pub struct TrainConfig {
     /// Probability of replacing a label by "no label", so the model also learns ε(x_t, t, ∅).
     pub label_dropout: f64,
     pub seed: u64,
+    /// Exported weights this run started from instead of a random initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitWeights>,
+}
+
+/// Where a run warm-started from: exported weights (`www/weights/`), identified by the SHA-256
+/// of the weights file and the training steps their manifest records. The run counts its steps
+/// on from there, with a fresh optimiser whose learning rate warms up again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitWeights {
+    pub sha256: String,
+    pub step: u64,
 }
 
 impl Default for TrainConfig {
@@ -57,6 +69,7 @@ impl Default for TrainConfig {
             ema_decay: 0.999,
             label_dropout: 0.1,
             seed: 42,
+            init: None,
         }
     }
 }
@@ -209,6 +222,38 @@ impl Trainer {
             device: device.clone(),
             last_checkpoint: None,
         })
+    }
+
+    /// A fresh optimiser on exported weights: both the trained model and its EMA start from
+    /// `weights`, and steps count on from `manifest.training_steps`. The model and schedule come
+    /// from the manifest; the rest of `config` (learning rate, batch, dropout...) from the caller.
+    pub fn from_exported(
+        mut config: TrainConfig,
+        manifest: &Manifest,
+        weights: UNet,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        config.model = manifest.model.clone();
+        config.schedule = manifest.schedule;
+        config.init = Some(InitWeights {
+            sha256: manifest.weights.sha256.clone(),
+            step: manifest.training_steps,
+        });
+        if config.steps <= manifest.training_steps {
+            return Err(TrainError::Config(format!(
+                "the weights were trained for {} steps already: ask for more (--steps)",
+                manifest.training_steps
+            )));
+        }
+        let mut trainer = Self::new(config, device)?;
+        // Through bytes, as `resume` does: parameters land on each device as trainable ones.
+        let bytes = weights::model_to_bytes(&weights)?;
+        let model_config = &trainer.state.config.model;
+        trainer.model =
+            weights::model_from_bytes(model_config, &bytes, &device.clone().autodiff())?;
+        trainer.ema = weights::model_from_bytes(model_config, &bytes, device)?;
+        trainer.state.step = manifest.training_steps;
+        Ok(trainer)
     }
 
     /// Continues the run saved at `path`.
@@ -445,9 +490,11 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
-/// Linear warm-up to the base rate, then constant.
+/// Linear warm-up to the base rate (from the run's first step), then constant.
 pub fn learning_rate(config: &TrainConfig, step: u64) -> f64 {
-    let warm = ((step + 1) as f64 / config.warmup_steps.max(1) as f64).min(1.0);
+    let first = config.init.as_ref().map_or(0, |init| init.step);
+    let warm =
+        ((step.saturating_sub(first) + 1) as f64 / config.warmup_steps.max(1) as f64).min(1.0);
     config.learning_rate * warm
 }
 
