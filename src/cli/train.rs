@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{DeviceArg, ScheduleArg, schedule_config};
-use burn::tensor::Device;
 use gendi::data::{self, Mnist, Split};
 use gendi::native::export::load_exported;
 use gendi::native::train::{RunOptions, TrainConfig, Trainer};
@@ -172,10 +171,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             None => Trainer::new(config, &device).map_err(|e| e.to_string())?,
             Some(dir) => {
                 let (manifest, weights) =
-                    load_exported(dir, &Device::flex()).map_err(|e| e.to_string())?;
-                if manifest.model.num_classes == 0 {
-                    config.label_dropout = 0.0;
-                }
+                    load_exported(dir, &device.clone().autodiff()).map_err(|e| e.to_string())?;
                 eprintln!(
                     "starting from {} ({} steps, sha256 {}…)",
                     dir.display(),

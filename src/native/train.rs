@@ -190,10 +190,7 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh run on `device` (a plain device; autodiff is added here).
     pub fn new(config: TrainConfig, device: &Device) -> Result<Self, TrainError> {
-        config.model.validate().map_err(TrainError::Config)?;
-        if config.batch_size == 0 {
-            return Err(TrainError::Config("batch size must be at least 1".into()));
-        }
+        check_config(&config)?;
         let model = {
             // burn's device RNG is global: seed and initialise under one lock, so that runs
             // started on other threads cannot draw in between and change the initial weights.
@@ -207,53 +204,61 @@ impl Trainer {
             model.visit(&mut FiniteCheck(true));
             model
         };
-        let ema = model.valid();
-        Ok(Self {
-            schedule: NoiseSchedule::new(config.schedule),
-            optimizer: optimizer(&config),
-            state: TrainState {
-                rng: NoiseRng::new(config.seed),
-                config,
-                step: 0,
-                elapsed_s: 0.0,
-            },
-            model,
-            ema,
-            device: device.clone(),
-            last_checkpoint: None,
-        })
+        Ok(Self::starting_at(config, model, 0, device))
     }
 
-    /// A fresh optimiser on exported weights: both the trained model and its EMA start from
-    /// `weights`, and steps count on from `manifest.training_steps`. The model and schedule come
-    /// from the manifest; the rest of `config` (learning rate, batch, dropout...) from the caller.
+    /// A fresh optimiser on exported weights, loaded on the autodiff device (e.g. with
+    /// `load_exported(dir, &device.clone().autodiff())`): both the trained model and its EMA
+    /// start as `weights`, and steps count on from `manifest.training_steps`. The model and
+    /// schedule come from the manifest; the rest of `config` (learning rate, batch, dropout...)
+    /// from the caller, except that an unconditional model drops no labels.
     pub fn from_exported(
         mut config: TrainConfig,
         manifest: &Manifest,
         weights: UNet,
         device: &Device,
     ) -> Result<Self, TrainError> {
-        config.model = manifest.model.clone();
-        config.schedule = manifest.schedule;
-        config.init = Some(InitWeights {
-            sha256: manifest.weights.sha256.clone(),
-            step: manifest.training_steps,
-        });
         if config.steps <= manifest.training_steps {
             return Err(TrainError::Config(format!(
                 "the weights were trained for {} steps already: ask for more (--steps)",
                 manifest.training_steps
             )));
         }
-        let mut trainer = Self::new(config, device)?;
-        // Through bytes, as `resume` does: parameters land on each device as trainable ones.
-        let bytes = weights::model_to_bytes(&weights)?;
-        let model_config = &trainer.state.config.model;
-        trainer.model =
-            weights::model_from_bytes(model_config, &bytes, &device.clone().autodiff())?;
-        trainer.ema = weights::model_from_bytes(model_config, &bytes, device)?;
-        trainer.state.step = manifest.training_steps;
-        Ok(trainer)
+        config.model = manifest.model.clone();
+        config.schedule = manifest.schedule;
+        if config.model.num_classes == 0 {
+            config.label_dropout = 0.0;
+        }
+        config.init = Some(InitWeights {
+            sha256: manifest.weights.sha256.clone(),
+            step: manifest.training_steps,
+        });
+        check_config(&config)?;
+        Ok(Self::starting_at(
+            config,
+            weights,
+            manifest.training_steps,
+            device,
+        ))
+    }
+
+    /// A run at `step` with a fresh optimiser, whose EMA starts as `model` (on the autodiff
+    /// device).
+    fn starting_at(config: TrainConfig, model: UNet, step: u64, device: &Device) -> Self {
+        Self {
+            schedule: NoiseSchedule::new(config.schedule),
+            optimizer: optimizer(&config),
+            state: TrainState {
+                rng: NoiseRng::new(config.seed),
+                config,
+                step,
+                elapsed_s: 0.0,
+            },
+            ema: model.valid(),
+            model,
+            device: device.clone(),
+            last_checkpoint: None,
+        }
     }
 
     /// Continues the run saved at `path`.
@@ -481,6 +486,15 @@ impl Trainer {
         }
         images::grid(&pixels, 10, 2).save(path)
     }
+}
+
+/// What a new run needs of its config before any tensor is made.
+fn check_config(config: &TrainConfig) -> Result<(), TrainError> {
+    config.model.validate().map_err(TrainError::Config)?;
+    if config.batch_size == 0 {
+        return Err(TrainError::Config("batch size must be at least 1".into()));
+    }
+    Ok(())
 }
 
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
