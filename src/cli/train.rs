@@ -153,12 +153,9 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             warmup_steps: args.warmup,
             weight_decay: args.weight_decay,
             ema_decay: args.ema_decay,
-            label_dropout: if args.unconditional {
-                0.0
-            } else {
-                args.label_dropout
-                    .unwrap_or(TrainConfig::default().label_dropout)
-            },
+            label_dropout: args
+                .label_dropout
+                .unwrap_or(TrainConfig::default().label_dropout),
             seed: args.seed,
             ..TrainConfig::default()
         };

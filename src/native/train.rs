@@ -190,7 +190,7 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh run on `device` (a plain device; autodiff is added here).
     pub fn new(config: TrainConfig, device: &Device) -> Result<Self, TrainError> {
-        check_config(&config)?;
+        let config = settled(config)?;
         let model = {
             // burn's device RNG is global: seed and initialise under one lock, so that runs
             // started on other threads cannot draw in between and change the initial weights.
@@ -211,7 +211,7 @@ impl Trainer {
     /// `load_exported(dir, &device.clone().autodiff())`): both the trained model and its EMA
     /// start as `weights`, and steps count on from `manifest.training_steps`. The model and
     /// schedule come from the manifest; the rest of `config` (learning rate, batch, dropout...)
-    /// from the caller, except that an unconditional model drops no labels.
+    /// from the caller.
     pub fn from_exported(
         mut config: TrainConfig,
         manifest: &Manifest,
@@ -226,14 +226,11 @@ impl Trainer {
         }
         config.model = manifest.model.clone();
         config.schedule = manifest.schedule;
-        if config.model.num_classes == 0 {
-            config.label_dropout = 0.0;
-        }
         config.init = Some(InitWeights {
             sha256: manifest.weights.sha256.clone(),
             step: manifest.training_steps,
         });
-        check_config(&config)?;
+        let config = settled(config)?;
         Ok(Self::starting_at(
             config,
             weights,
@@ -488,13 +485,17 @@ impl Trainer {
     }
 }
 
-/// What a new run needs of its config before any tensor is made.
-fn check_config(config: &TrainConfig) -> Result<(), TrainError> {
+/// A new run's config, checked before any tensor is made; an unconditional model (no classes)
+/// has no labels to drop, so its label dropout is recorded as 0 whatever was asked.
+fn settled(mut config: TrainConfig) -> Result<TrainConfig, TrainError> {
     config.model.validate().map_err(TrainError::Config)?;
     if config.batch_size == 0 {
         return Err(TrainError::Config("batch size must be at least 1".into()));
     }
-    Ok(())
+    if config.model.num_classes == 0 {
+        config.label_dropout = 0.0;
+    }
+    Ok(config)
 }
 
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
