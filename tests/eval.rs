@@ -1,7 +1,8 @@
 //! The evaluation statistics against closed forms.
 
 use gendi::native::eval::{
-    FeatureStats, frechet_distance, histogram, kl_from_uniform, symmetric_eigen,
+    FeatureStats, frechet_distance, histogram, kl_from_uniform, mean_and_standard_error,
+    symmetric_eigen,
 };
 
 fn stats(mean: Vec<f64>, cov: Vec<f64>) -> FeatureStats {
@@ -61,4 +62,13 @@ fn kl_from_uniform_is_zero_when_balanced_and_log10_when_collapsed() {
     assert!(kl_from_uniform(&[7; 10]).abs() < 1e-12);
     let collapsed = histogram(&[3; 50]);
     assert!((kl_from_uniform(&collapsed) - 10f64.ln()).abs() < 1e-12);
+}
+
+#[test]
+fn standard_error_is_the_sample_deviation_over_root_n() {
+    // 0.9, 0.7, 0.5, 0.3: mean 0.6, sample variance 0.2 / 3, so s.e. = √(0.2 / 3 / 4).
+    let (mean, se) = mean_and_standard_error(&[0.9, 0.7, 0.5, 0.3]);
+    assert!((mean - 0.6).abs() < 1e-12);
+    assert!((se - (0.2f64 / 12.0).sqrt()).abs() < 1e-12);
+    assert_eq!(mean_and_standard_error(&[0.8]), (0.8, 0.0));
 }

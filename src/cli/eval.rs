@@ -227,7 +227,13 @@ fn print_table(
     );
     row(
         "mean classifier confidence",
-        &|r| percent(r.mean_confidence),
+        &|r| {
+            format!(
+                "{:.2}±{:.2}%",
+                100.0 * r.mean_confidence,
+                100.0 * r.confidence_standard_error
+            )
+        },
         bar(unconditional.mean_confidence >= 0.95),
     );
     row(

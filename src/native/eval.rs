@@ -165,6 +165,9 @@ pub struct SetReport {
     pub images: usize,
     pub frechet_distance: f64,
     pub mean_confidence: f64,
+    /// Standard error of that mean (sample standard deviation / √n): how far another seed's
+    /// 1000 images may move it.
+    pub confidence_standard_error: f64,
     pub class_histogram: [usize; 10],
     pub class_fractions: Vec<f64>,
     pub kl_from_uniform: f64,
@@ -177,16 +180,30 @@ impl SetReport {
         let stats = FeatureStats::new(&scores.features, reference.dim);
         let counts = histogram(&scores.predictions);
         let n = scores.predictions.len();
+        let (mean_confidence, confidence_standard_error) =
+            mean_and_standard_error(&scores.confidences);
         Self {
             images: n,
             frechet_distance: frechet_distance(&stats, reference),
-            mean_confidence: scores.confidences.iter().sum::<f64>() / n as f64,
+            mean_confidence,
+            confidence_standard_error,
             class_histogram: counts,
             class_fractions: counts.iter().map(|&c| c as f64 / n as f64).collect(),
             kl_from_uniform: kl_from_uniform(&counts),
             label_accuracy: labels.map(|labels| accuracy(&scores.predictions, labels)),
         }
     }
+}
+
+/// The mean of `xs` and its standard error, sd / √n with the n − 1 sample variance (0 for n < 2).
+pub fn mean_and_standard_error(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n.max(1.0);
+    if xs.len() < 2 {
+        return (mean, 0.0);
+    }
+    let variance = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (variance / n).sqrt())
 }
 
 pub fn accuracy(predictions: &[usize], labels: &[usize]) -> f64 {
