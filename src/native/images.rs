@@ -1,4 +1,4 @@
-//! Grayscale PNGs: single digits, grids of digits, strips, and a loss-curve plot.
+//! Grayscale PNGs: single digits, grids of digits and strips (the loss chart is in `chart`).
 
 use std::path::Path;
 
@@ -62,60 +62,6 @@ pub fn grid(digits: &[u8], columns: usize, zoom: usize) -> Gray {
                 image.set(x0 + x, y0 + y, digit[(y / zoom) * IMAGE_SIDE + x / zoom]);
             }
         }
-    }
-    image
-}
-
-/// A line plot of `values` (log scale when all are positive), with light horizontal grid lines
-/// at each power of ten. No text: the numbers are in the CSV next to it.
-pub fn plot(values: &[f64], width: usize, height: usize) -> Gray {
-    let mut image = Gray::new(width, height, 255);
-    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if finite.len() < 2 {
-        return image;
-    }
-    let log = finite.iter().all(|&v| v > 0.0);
-    let map = |v: f64| if log { v.log10() } else { v };
-    let lo = finite.iter().map(|&v| map(v)).fold(f64::INFINITY, f64::min);
-    let hi = finite
-        .iter()
-        .map(|&v| map(v))
-        .fold(f64::NEG_INFINITY, f64::max);
-    let span = (hi - lo).max(1e-12);
-    let margin = 8;
-    let (plot_w, plot_h) = (width - 2 * margin, height - 2 * margin);
-    let y_of = |v: f64| margin + ((hi - v) / span * (plot_h - 1) as f64).round() as usize;
-    if log {
-        for decade in (lo.floor() as i64)..=(hi.ceil() as i64) {
-            let d = decade as f64;
-            if (lo..=hi).contains(&d) {
-                let y = y_of(d);
-                for x in margin..width - margin {
-                    image.set(x, y, 210);
-                }
-            }
-        }
-    }
-    for x in margin..width - margin {
-        image.set(x, height - margin, 0);
-    }
-    for y in margin..=height - margin {
-        image.set(margin, y, 0);
-    }
-    let n = finite.len();
-    let mut previous: Option<(usize, usize)> = None;
-    for (i, &v) in finite.iter().enumerate() {
-        let x = margin + i * (plot_w - 1) / (n - 1);
-        let y = y_of(map(v));
-        if let Some((px, py)) = previous {
-            let steps = px.abs_diff(x).max(py.abs_diff(y)).max(1);
-            for s in 0..=steps {
-                let ix = px as f64 + (x as f64 - px as f64) * s as f64 / steps as f64;
-                let iy = py as f64 + (y as f64 - py as f64) * s as f64 / steps as f64;
-                image.set(ix.round() as usize, iy.round() as usize, 0);
-            }
-        }
-        previous = Some((x, y));
     }
     image
 }

@@ -2,6 +2,7 @@
 //! evaluation. The CLI in `main.rs` is a thin layer over these.
 
 pub mod bench;
+pub mod chart;
 pub mod checkpoint;
 pub mod classifier;
 pub mod eval;

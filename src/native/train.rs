@@ -13,7 +13,7 @@ use burn::tensor::{Bytes, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{Checkpoint, CheckpointError, TrainState};
-use super::images;
+use super::{chart, images};
 use crate::data::{Mnist, to_pixels};
 use crate::model::{UNet, UNetConfig};
 use crate::pipeline::{DEFAULT_GUIDANCE, Digits};
@@ -539,20 +539,21 @@ fn open_loss_csv(path: &Path, step: u64) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Plots the loss column of a `loss.csv`, averaged over windows so the curve is readable.
+/// Draws the loss column of a `loss.csv` against its step column.
 pub fn plot_loss_csv(csv: &Path, png: &Path) -> std::io::Result<()> {
     let text = std::fs::read_to_string(csv)?;
-    let losses: Vec<f64> = text
+    let (steps, losses): (Vec<u64>, Vec<f64>) = text
         .lines()
         .skip(1)
-        .filter_map(|l| l.split(',').nth(1)?.parse().ok())
-        .collect();
-    let window = (losses.len() / 400).max(1);
-    let averaged: Vec<f64> = losses
-        .chunks(window)
-        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
-        .collect();
-    images::plot(&averaged, 800, 400).save(png)
+        .filter_map(|line| {
+            let mut fields = line.split(',');
+            Some((
+                fields.next()?.parse::<u64>().ok()?,
+                fields.next()?.parse::<f64>().ok()?,
+            ))
+        })
+        .unzip();
+    chart::loss_chart(&steps, &losses, 800, 400).save(png)
 }
 
 fn progress_bar(visible: bool, position: u64, total: u64) -> indicatif::ProgressBar {
