@@ -13,7 +13,7 @@ use gendi::data;
 use cli::eval::EvalArgs;
 use cli::sample::{ForwardArgs, ReferenceArgs, SampleArgs};
 use cli::train::TrainArgs;
-use cli::{BenchArgs, ExportArgs};
+use cli::{BenchArgs, ExportArgs, LossArgs};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,9 @@ enum Command {
     Forward(ForwardArgs),
     /// Export a checkpoint's weights (EMA by default) and manifest for the web page.
     Export(ExportArgs),
+    /// Draw loss.csv files as one chart: a run that went on in other run directories, or a step
+    /// range of one.
+    Loss(LossArgs),
     /// Measure training throughput and sampling latency; prints JSON.
     Bench(BenchArgs),
     /// Score generated digits like the reference report: Fréchet distance on an MNIST
@@ -89,6 +92,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Reference(args) => cli::sample::reference(args),
         Command::Eval(args) => cli::eval::run(args),
         Command::Bench(args) => cli::run_bench(args),
+        Command::Loss(args) => cli::run_loss(args),
     }
 }
 

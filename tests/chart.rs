@@ -93,3 +93,66 @@ fn labels_are_drawn_left_of_the_axis_and_nothing_breaks_without_data() {
         );
     }
 }
+
+#[test]
+fn a_malformed_loss_row_is_an_error_that_names_its_line() {
+    let dir = std::env::temp_dir().join(format!("gendi-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("loss.csv");
+    std::fs::write(
+        &path,
+        "step,loss,learning_rate,elapsed_s\n1,0.5,1e-3,0.1\n\n2,oops,1e-3,0.2\n",
+    )
+    .unwrap();
+    let error = gendi::native::train::read_loss_csv(&path).unwrap_err();
+    assert!(error.to_string().contains("line 4"), "{error}");
+    std::fs::write(&path, "step,loss\n1,0.5\n\n2,0.25\n").unwrap();
+    assert_eq!(
+        gendi::native::train::read_loss_csv(&path).unwrap(),
+        [(1, 0.5), (2, 0.25)]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `gendi loss` draws two runs that continue each other as one curve: the later file wins on
+/// shared steps and `--to` drops rows past the last checkpoint.
+#[test]
+fn gendi_loss_joins_runs_and_cuts_to_a_step_range() {
+    let dir = std::env::temp_dir().join(format!("gendi-loss-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rows = |steps: std::ops::RangeInclusive<u64>, loss: f64| {
+        let body: String = steps.map(|s| format!("{s},{loss},1e-3,0.0\n")).collect();
+        format!("step,loss,learning_rate,elapsed_s\n{body}")
+    };
+    std::fs::write(dir.join("a.csv"), rows(1..=120, 0.04)).unwrap();
+    std::fs::write(dir.join("b.csv"), rows(101..=250, 0.02)).unwrap();
+    let out = dir.join("joined.png");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_gendi"))
+        .args(["loss", "--to", "200", "--out"])
+        .arg(&out)
+        .arg(dir.join("a.csv"))
+        .arg(dir.join("b.csv"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // 100 rows of 0.04 from a.csv, 100 of 0.02 from b.csv (101–120 replaced, 201–250 cut).
+    assert!(
+        stdout.contains("steps 1–200 (200 rows, mean loss 0.03000)"),
+        "{stdout}"
+    );
+    assert!(std::fs::metadata(&out).unwrap().len() > 1000);
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_gendi"))
+        .args(["loss", "--out"])
+        .arg(&out)
+        .arg(dir.join("missing.csv"))
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.csv"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -11,8 +11,10 @@ use clap::{Args, ValueEnum};
 use gendi::model::UNet;
 use gendi::native::Backend;
 use gendi::native::bench;
+use gendi::native::chart::loss_chart;
 use gendi::native::checkpoint::Checkpoint;
 use gendi::native::export::{export, load_exported};
+use gendi::native::train::read_loss_csv;
 use gendi::sampler::{DdpmVariance, SamplerKind};
 use gendi::schedule::{BetaSchedule, ScheduleConfig};
 use gendi::weights;
@@ -146,6 +148,23 @@ pub struct BenchArgs {
     device: DeviceArg,
 }
 
+#[derive(Args)]
+pub struct LossArgs {
+    /// loss.csv files of one run, or of runs that continue each other (a later file's row wins
+    /// where two give the same step).
+    #[arg(required = true)]
+    csv: Vec<PathBuf>,
+    /// Leave out steps before this one.
+    #[arg(long)]
+    from: Option<u64>,
+    /// Leave out steps after this one (e.g. rows logged after the last checkpoint).
+    #[arg(long)]
+    to: Option<u64>,
+    /// Where to write the chart.
+    #[arg(long, default_value = "loss.png")]
+    out: PathBuf,
+}
+
 pub fn schedule_config(arg: ScheduleArg, timesteps: usize) -> ScheduleConfig {
     let beta_schedule = match arg {
         ScheduleArg::Linear => BetaSchedule::default(),
@@ -210,6 +229,34 @@ pub fn run_bench(args: BenchArgs) -> Result<(), String> {
     println!(
         "{}",
         serde_json::to_string_pretty(&report).expect("serialisable")
+    );
+    Ok(())
+}
+
+pub fn run_loss(args: LossArgs) -> Result<(), String> {
+    let mut by_step = std::collections::BTreeMap::new();
+    for path in &args.csv {
+        let rows = read_loss_csv(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        by_step.extend(rows);
+    }
+    let range = args.from.unwrap_or(0)..=args.to.unwrap_or(u64::MAX);
+    let (steps, losses): (Vec<u64>, Vec<f64>) = by_step
+        .into_iter()
+        .filter(|(step, _)| range.contains(step))
+        .unzip();
+    if steps.is_empty() {
+        return Err("no loss rows in that step range".into());
+    }
+    loss_chart(&steps, &losses, 800, 400)
+        .save(&args.out)
+        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+    println!(
+        "steps {}–{} ({} rows, mean loss {mean:.5}) drawn to {}",
+        steps[0],
+        steps[steps.len() - 1],
+        steps.len(),
+        args.out.display()
     );
     Ok(())
 }

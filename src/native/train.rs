@@ -539,20 +539,34 @@ fn open_loss_csv(path: &Path, step: u64) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The (step, loss) rows of a `loss.csv`; a malformed row is an error naming its line.
+pub fn read_loss_csv(path: &Path) -> std::io::Result<Vec<(u64, f64)>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut rows = Vec::new();
+    for (index, line) in text.lines().enumerate().skip(1) {
+        let mut fields = line.split(',');
+        let step = fields.next().and_then(|f| f.parse::<u64>().ok());
+        let loss = fields.next().and_then(|f| f.parse::<f64>().ok());
+        match (step, loss) {
+            (Some(step), Some(loss)) => rows.push((step, loss)),
+            _ if line.trim().is_empty() => {}
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "line {}: expected step,loss,… but found {line:?}",
+                        index + 1
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// Draws the loss column of a `loss.csv` against its step column.
 pub fn plot_loss_csv(csv: &Path, png: &Path) -> std::io::Result<()> {
-    let text = std::fs::read_to_string(csv)?;
-    let (steps, losses): (Vec<u64>, Vec<f64>) = text
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut fields = line.split(',');
-            Some((
-                fields.next()?.parse::<u64>().ok()?,
-                fields.next()?.parse::<f64>().ok()?,
-            ))
-        })
-        .unzip();
+    let (steps, losses): (Vec<u64>, Vec<f64>) = read_loss_csv(csv)?.into_iter().unzip();
     chart::loss_chart(&steps, &losses, 800, 400).save(png)
 }
 
