@@ -11,10 +11,9 @@ use clap::{Args, ValueEnum};
 use gendi::model::UNet;
 use gendi::native::Backend;
 use gendi::native::bench;
-use gendi::native::chart::loss_chart;
 use gendi::native::checkpoint::Checkpoint;
 use gendi::native::export::{export, load_exported};
-use gendi::native::train::read_loss_csv;
+use gendi::native::train::{draw_loss, read_loss_csv};
 use gendi::sampler::{DdpmVariance, SamplerKind};
 use gendi::schedule::{BetaSchedule, ScheduleConfig};
 use gendi::weights;
@@ -240,22 +239,20 @@ pub fn run_loss(args: LossArgs) -> Result<(), String> {
         by_step.extend(rows);
     }
     let range = args.from.unwrap_or(0)..=args.to.unwrap_or(u64::MAX);
-    let (steps, losses): (Vec<u64>, Vec<f64>) = by_step
+    let rows: Vec<(u64, f64)> = by_step
         .into_iter()
         .filter(|(step, _)| range.contains(step))
-        .unzip();
-    if steps.is_empty() {
+        .collect();
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
         return Err("no loss rows in that step range".into());
-    }
-    loss_chart(&steps, &losses, 800, 400)
-        .save(&args.out)
-        .map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+    };
+    draw_loss(&rows, &args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let mean = rows.iter().map(|r| r.1).sum::<f64>() / rows.len() as f64;
     println!(
         "steps {}–{} ({} rows, mean loss {mean:.5}) drawn to {}",
-        steps[0],
-        steps[steps.len() - 1],
-        steps.len(),
+        first.0,
+        last.0,
+        rows.len(),
         args.out.display()
     );
     Ok(())

@@ -566,7 +566,12 @@ pub fn read_loss_csv(path: &Path) -> std::io::Result<Vec<(u64, f64)>> {
 
 /// Draws the loss column of a `loss.csv` against its step column.
 pub fn plot_loss_csv(csv: &Path, png: &Path) -> std::io::Result<()> {
-    let (steps, losses): (Vec<u64>, Vec<f64>) = read_loss_csv(csv)?.into_iter().unzip();
+    draw_loss(&read_loss_csv(csv)?, png)
+}
+
+/// Draws (step, loss) rows as the 800×400 chart of `loss.png`.
+pub fn draw_loss(rows: &[(u64, f64)], png: &Path) -> std::io::Result<()> {
+    let (steps, losses): (Vec<u64>, Vec<f64>) = rows.iter().copied().unzip();
     chart::loss_chart(&steps, &losses, 800, 400).save(png)
 }
 
