@@ -2,6 +2,7 @@
 //! samplers run natively (training, evaluation, export) and in the browser (the web page).
 
 pub mod data;
+pub mod kernels;
 pub mod model;
 pub mod pipeline;
 pub mod rng;

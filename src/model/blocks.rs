@@ -9,6 +9,8 @@ use burn::nn::{
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::kernels::conv2d;
+
 /// A 3×3 convolution that keeps the spatial size.
 pub fn conv3x3(channels_in: usize, channels_out: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new([channels_in, channels_out], [3, 3])
@@ -76,17 +78,18 @@ impl ResidualBlock {
     ///   - embedding: [batch, embedding_dim] (already passed through SiLU)
     ///   - output: [batch, channels_out, height, width]
     pub fn forward(&self, x: Tensor<4>, embedding: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
         let bias = self
             .embedding_projection
             .forward(embedding)
             .unsqueeze_dims::<4>(&[2, 3]); // [B, C, 1, 1]
         let h = h + bias;
-        let h = self
-            .conv2
-            .forward(self.dropout.forward(silu(self.norm2.forward(h))));
+        let h = conv2d(
+            &self.conv2,
+            self.dropout.forward(silu(self.norm2.forward(h))),
+        );
         let skip = match &self.skip {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         h + skip
@@ -166,7 +169,7 @@ impl Downsample {
 
     /// [B, C, H, W] → [B, C, ⌈H/2⌉, ⌈W/2⌉]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(x)
+        conv2d(&self.conv, x)
     }
 }
 
@@ -190,6 +193,6 @@ impl Upsample {
             .reshape([batch, channels, height, 1, width, 1])
             .expand([batch, channels, height, 2, width, 2])
             .reshape([batch, channels, 2 * height, 2 * width]);
-        self.conv.forward(doubled)
+        conv2d(&self.conv, doubled)
     }
 }

@@ -7,6 +7,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::conv2d;
+
 use super::blocks::{
     AttentionBlock, Downsample, ResidualBlock, Upsample, conv3x3, timestep_embedding,
 };
@@ -246,7 +248,7 @@ impl UNet {
         let device = x.device();
         let embedding = self.embed(timesteps, labels, &device); // [B, emb], after SiLU
 
-        let mut h = self.conv_in.forward(x);
+        let mut h = conv2d(&self.conv_in, x);
         let mut skips = Vec::new();
         for level in &self.down {
             for (i, block) in level.blocks.iter().enumerate() {
@@ -278,7 +280,7 @@ impl UNet {
             }
         }
 
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        conv2d(&self.conv_out, silu(self.norm_out.forward(h)))
     }
 
     /// SiLU(MLP(sinusoid(t)) + label embedding), shared by every residual block.

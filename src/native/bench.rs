@@ -19,6 +19,8 @@ pub struct BenchReport {
     pub device: String,
     pub parameters: usize,
     pub threads: usize,
+    /// "gendi" (src/kernels/) or "burn" (burn-flex's own ops).
+    pub kernels: &'static str,
     pub train_batch: usize,
     pub train_steps_timed: usize,
     pub train_images_per_s: f64,
@@ -102,6 +104,11 @@ pub fn run(
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        kernels: if crate::kernels::gendi_kernels_enabled() {
+            "gendi"
+        } else {
+            "burn"
+        },
         train_batch: batch,
         train_steps_timed: train_steps,
         train_images_per_s,

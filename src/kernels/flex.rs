@@ -1,0 +1,98 @@
+//! burn-flex runs [`KernelBackend`] through this module's kernels: tensors in, slices to the
+//! kernels, tensors out. Shapes or dtypes the kernels do not cover (f16, groups, dilation) go to
+//! burn's own ops.
+
+use burn::backend::TensorMetadata;
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::ops::{ConvOptions, ModuleOps};
+use burn::tensor::{DType, TensorData};
+
+use super::conv::{Conv2dShape, conv2d_backward, conv2d_forward};
+use super::{KernelBackend, gendi_kernels_enabled};
+
+impl KernelBackend for Flex {
+    fn conv2d_with_bias(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        let Some(shape) = kernel_shape(&x, &weight, &options) else {
+            return Flex::conv2d(x, weight, Some(bias), options);
+        };
+        let [out_h, out_w] = shape.out_size();
+        let output = conv2d_forward(&shape, &f32s(&x), &f32s(&weight), &f32s(&bias));
+        tensor(
+            output,
+            [shape.batch, shape.channels_out, out_h, out_w].to_vec(),
+        )
+    }
+
+    fn conv2d_with_bias_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(shape) = kernel_shape(&x, &weight, &options) else {
+            let bias_grad = super::bias_gradient::<Flex>(output_grad.clone());
+            let x_grad = Flex::conv2d_x_backward(
+                x.clone(),
+                weight.clone(),
+                output_grad.clone(),
+                options.clone(),
+            );
+            let weight_grad = Flex::conv2d_weight_backward(x, weight, output_grad, options);
+            return (x_grad, weight_grad, bias_grad);
+        };
+        let x_shape = x.shape().to_vec();
+        let weight_shape = weight.shape().to_vec();
+        let grads = conv2d_backward(&shape, &f32s(&x), &f32s(&weight), &f32s(&output_grad));
+        (
+            tensor(grads.x, x_shape),
+            tensor(grads.weight, weight_shape),
+            tensor(grads.bias, vec![shape.channels_out]),
+        )
+    }
+}
+
+/// The kernels' view of a convolution, if they cover it: f32, no groups, no dilation.
+fn kernel_shape(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> Option<Conv2dShape> {
+    let covered = gendi_kernels_enabled()
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && options.groups == 1
+        && options.dilation == [1, 1];
+    if !covered {
+        return None;
+    }
+    let [batch, channels_in, height, width]: [usize; 4] = x.shape().as_slice().try_into().ok()?;
+    let [channels_out, weight_in, kernel_h, kernel_w]: [usize; 4] =
+        weight.shape().as_slice().try_into().ok()?;
+    (weight_in == channels_in).then_some(Conv2dShape {
+        batch,
+        channels_in,
+        height,
+        width,
+        channels_out,
+        kernel: [kernel_h, kernel_w],
+        stride: options.stride,
+        padding: options.padding,
+    })
+}
+
+/// The tensor's values as a contiguous f32 slice (copied only when it is strided).
+fn f32s(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match tensor.as_slice::<f32>() {
+        Some(slice) => slice.into(),
+        None => tensor.to_contiguous().storage::<f32>().to_vec().into(),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}

@@ -1,0 +1,113 @@
+//! One safe entry to `gemm` (sarah-ek's crate, the one burn-flex uses): strided f32 views,
+//! shapes and bounds checked before the unsafe call.
+
+/// A read-only strided matrix: element (i, j) lives at `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows × cols` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major `cols × rows` matrix, without copying.
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: rows,
+        }
+    }
+
+    fn assert_in_bounds(&self, what: &str) {
+        if self.rows == 0 || self.cols == 0 {
+            return;
+        }
+        let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
+        assert!(
+            last < self.data.len(),
+            "gemm: {what} needs {} elements, has {}",
+            last + 1,
+            self.data.len()
+        );
+    }
+}
+
+/// How many threads one GEMM may use; 1 inside work that is already spread over the threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    One,
+    All,
+}
+
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` when `accumulate`. `dst` is row-major
+/// `lhs.rows × rhs.cols`.
+pub fn gemm(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef, threads: Threads) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "gemm: inner dimensions differ");
+    assert_eq!(dst.len(), m * n, "gemm: destination is not {m}×{n}");
+    lhs.assert_in_bounds("lhs");
+    rhs.assert_in_bounds("rhs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: every index the call touches was checked above: dst is exactly m×n row-major,
+    // lhs and rhs reach at most their last (row, col) element, which is within their slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(threads),
+        );
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn parallelism(threads: Threads) -> gemm::Parallelism {
+    match threads {
+        Threads::One => gemm::Parallelism::None,
+        Threads::All => gemm::Parallelism::Rayon(0),
+    }
+}
+
+#[cfg(target_family = "wasm")]
+fn parallelism(_: Threads) -> gemm::Parallelism {
+    gemm::Parallelism::None
+}

@@ -1,0 +1,236 @@
+//! GroupNorm, optionally followed by SiLU, fused into one pass forward and two backward, on f32
+//! NCHW slices. Images are spread over the threads; the γ and β gradients are per-thread partial
+//! sums. The statistics are recomputed in the backward (two sums per group), so autodiff keeps
+//! only the input.
+
+use super::parallel;
+use super::simd::{dot, sigmoid_in_place, sum, sum_of_squares_about};
+
+/// The geometry of a GroupNorm over NCHW data.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNormShape {
+    pub batch: usize,
+    pub channels: usize,
+    /// Height × width.
+    pub pixels: usize,
+    pub groups: usize,
+    pub epsilon: f32,
+    /// SiLU after the affine map.
+    pub silu: bool,
+}
+
+impl GroupNormShape {
+    fn image_len(&self) -> usize {
+        self.channels * self.pixels
+    }
+
+    fn group_len(&self) -> usize {
+        self.image_len() / self.groups
+    }
+
+    fn channels_per_group(&self) -> usize {
+        self.channels / self.groups
+    }
+
+    fn check(&self, x: &[f32], gamma: &[f32], beta: &[f32]) {
+        assert!(
+            self.groups > 0 && self.channels % self.groups == 0,
+            "group norm: {} channels in {} groups",
+            self.channels,
+            self.groups
+        );
+        assert_eq!(
+            x.len(),
+            self.batch * self.image_len(),
+            "group norm: input size"
+        );
+        assert_eq!(gamma.len(), self.channels, "group norm: γ size");
+        assert_eq!(beta.len(), self.channels, "group norm: β size");
+    }
+
+    /// Mean and 1/σ of one group.
+    fn statistics(&self, group: &[f32]) -> (f32, f32) {
+        let n = group.len() as f32;
+        let mean = sum(group) / n;
+        let variance = sum_of_squares_about(group, mean) / n;
+        (mean, 1.0 / (variance + self.epsilon).sqrt())
+    }
+}
+
+/// `y = γ·(x − μ_g)/σ_g + β`, then `y·sigmoid(y)` when `shape.silu`.
+///
+/// # Shapes
+///   - x, output: [batch, channels, pixels]
+///   - gamma, beta: [channels]
+pub fn group_norm_forward(
+    shape: &GroupNormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+) -> Vec<f32> {
+    shape.check(x, gamma, beta);
+    let mut output = vec![0f32; x.len()];
+    let cpg = shape.channels_per_group();
+    parallel::for_each_chunk(
+        &mut output,
+        shape.image_len(),
+        || (),
+        |_, b, out| {
+            let image = &x[b * shape.image_len()..(b + 1) * shape.image_len()];
+            for (g, (group, out)) in image
+                .chunks(shape.group_len())
+                .zip(out.chunks_mut(shape.group_len()))
+                .enumerate()
+            {
+                let (mean, rstd) = shape.statistics(group);
+                for (c, (src, dst)) in group
+                    .chunks(shape.pixels)
+                    .zip(out.chunks_mut(shape.pixels))
+                    .enumerate()
+                {
+                    let channel = g * cpg + c;
+                    let scale = gamma[channel] * rstd;
+                    let shift = beta[channel] - mean * scale;
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d = s * scale + shift;
+                    }
+                    if shape.silu {
+                        silu_in_place(dst);
+                    }
+                }
+            }
+        },
+    );
+    output
+}
+
+fn silu_in_place(values: &mut [f32]) {
+    let mut gate = [0f32; 64];
+    for chunk in values.chunks_mut(64) {
+        let gate = &mut gate[..chunk.len()];
+        gate.copy_from_slice(chunk);
+        sigmoid_in_place(gate);
+        for (v, s) in chunk.iter_mut().zip(gate.iter()) {
+            *v *= s;
+        }
+    }
+}
+
+/// The gradients of [`group_norm_forward`].
+pub struct GroupNormGrads {
+    /// [batch, channels, pixels]
+    pub x: Vec<f32>,
+    /// [channels]
+    pub gamma: Vec<f32>,
+    /// [channels]
+    pub beta: Vec<f32>,
+}
+
+/// With x̂ = (x − μ)/σ and z = γx̂ + β: dz = dy·s(1 + z(1 − s)) for SiLU (s = sigmoid(z)),
+/// dγ = Σ dz·x̂, dβ = Σ dz, and dx = (dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂))/σ over the group, dx̂ = γ·dz.
+pub fn group_norm_backward(
+    shape: &GroupNormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    dy: &[f32],
+) -> GroupNormGrads {
+    shape.check(x, gamma, beta);
+    assert_eq!(dy.len(), x.len(), "group norm: gradient size");
+    let cpg = shape.channels_per_group();
+    let pixels = shape.pixels;
+    let init = || {
+        (
+            vec![0f32; shape.channels],
+            vec![0f32; shape.channels],
+            vec![0f32; pixels],
+        )
+    };
+    let mut dx = vec![0f32; x.len()];
+    let (gamma_grad, beta_grad, _) = parallel::fold_chunks(
+        &mut dx,
+        shape.image_len(),
+        init,
+        |(gamma_grad, beta_grad, xhat), b, dx_b| {
+            let range = b * shape.image_len()..(b + 1) * shape.image_len();
+            let (image, dy_b) = (&x[range.clone()], &dy[range]);
+            for (g, ((group, dy_g), dx_g)) in image
+                .chunks(shape.group_len())
+                .zip(dy_b.chunks(shape.group_len()))
+                .zip(dx_b.chunks_mut(shape.group_len()))
+                .enumerate()
+            {
+                let (mean, rstd) = shape.statistics(group);
+                // Pass 1: dz into dx, the per-channel sums, and the group's two means.
+                let (mut mean_dxhat, mut mean_dxhat_xhat) = (0f32, 0f32);
+                for (c, ((src, dy_c), dz)) in group
+                    .chunks(pixels)
+                    .zip(dy_g.chunks(pixels))
+                    .zip(dx_g.chunks_mut(pixels))
+                    .enumerate()
+                {
+                    let channel = g * cpg + c;
+                    for (h, s) in xhat.iter_mut().zip(src) {
+                        *h = (s - mean) * rstd;
+                    }
+                    if shape.silu {
+                        for (z, h) in dz.iter_mut().zip(xhat.iter()) {
+                            *z = gamma[channel] * h + beta[channel];
+                        }
+                        silu_backward_in_place(dz, dy_c);
+                    } else {
+                        dz.copy_from_slice(dy_c);
+                    }
+                    let dz_sum = sum(dz);
+                    let dz_xhat: f32 = dot(dz, xhat);
+                    gamma_grad[channel] += dz_xhat;
+                    beta_grad[channel] += dz_sum;
+                    mean_dxhat += gamma[channel] * dz_sum;
+                    mean_dxhat_xhat += gamma[channel] * dz_xhat;
+                }
+                let n = group.len() as f32;
+                let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat / n, mean_dxhat_xhat / n);
+                // Pass 2: dx = (γ·dz − mean(dx̂) − x̂·mean(dx̂·x̂))/σ.
+                for (c, (src, d)) in group
+                    .chunks(pixels)
+                    .zip(dx_g.chunks_mut(pixels))
+                    .enumerate()
+                {
+                    let g_c = gamma[g * cpg + c];
+                    for (d, s) in d.iter_mut().zip(src) {
+                        let h = (s - mean) * rstd;
+                        *d = (g_c * *d - mean_dxhat - h * mean_dxhat_xhat) * rstd;
+                    }
+                }
+            }
+        },
+        |mut a, b| {
+            for (s, o) in a.0.iter_mut().zip(&b.0) {
+                *s += o;
+            }
+            for (s, o) in a.1.iter_mut().zip(&b.1) {
+                *s += o;
+            }
+            a
+        },
+    );
+    GroupNormGrads {
+        x: dx,
+        gamma: gamma_grad,
+        beta: beta_grad,
+    }
+}
+
+/// `z` holds the pre-activation on entry and d(loss)/dz on return, given dy:
+/// d silu(z)/dz = s·(1 + z·(1 − s)), s = sigmoid(z).
+fn silu_backward_in_place(z: &mut [f32], dy: &[f32]) {
+    let mut gate = [0f32; 64];
+    for (chunk, dy) in z.chunks_mut(64).zip(dy.chunks(64)) {
+        let gate = &mut gate[..chunk.len()];
+        gate.copy_from_slice(chunk);
+        sigmoid_in_place(gate);
+        for ((z, s), d) in chunk.iter_mut().zip(gate.iter()).zip(dy) {
+            *z = d * s * (1.0 + *z * (1.0 - s));
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Work spread over images: rayon's pool natively, one thread in the browser. The kernels call
+//! these two loops and never rayon itself, so they read the same on both targets.
+
+/// Calls `work(scratch, index, chunk)` for each `chunk_len`-sized chunk of `out`, with a scratch
+/// value made by `init` once per piece of work (not once per chunk).
+pub fn for_each_chunk<S>(
+    out: &mut [f32],
+    chunk_len: usize,
+    init: impl Fn() -> S + Send + Sync,
+    work: impl Fn(&mut S, usize, &mut [f32]) + Send + Sync,
+) {
+    if chunk_len == 0 {
+        return;
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each_init(init, |scratch, (i, chunk)| work(scratch, i, chunk));
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        let mut scratch = init();
+        for (i, chunk) in out.chunks_mut(chunk_len).enumerate() {
+            work(&mut scratch, i, chunk);
+        }
+    }
+}
+
+/// Like [`for_each_chunk`], and also folds an accumulator per piece of work, then merges them:
+/// per-thread partial sums (e.g. a weight gradient summed over the batch).
+pub fn fold_chunks<A: Send>(
+    out: &mut [f32],
+    chunk_len: usize,
+    init: impl Fn() -> A + Send + Sync,
+    work: impl Fn(&mut A, usize, &mut [f32]) + Send + Sync,
+    merge: impl Fn(A, A) -> A + Send + Sync,
+) -> A {
+    if chunk_len == 0 {
+        return init();
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk_len)
+            .enumerate()
+            .fold(&init, |mut acc, (i, chunk)| {
+                work(&mut acc, i, chunk);
+                acc
+            })
+            .reduce(&init, merge)
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        let _ = merge;
+        let mut acc = init();
+        for (i, chunk) in out.chunks_mut(chunk_len).enumerate() {
+            work(&mut acc, i, chunk);
+        }
+        acc
+    }
+}
+
+/// Threads the native pool runs (1 in the browser).
+pub fn threads() -> usize {
+    #[cfg(not(target_family = "wasm"))]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        1
+    }
+}

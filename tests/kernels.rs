@@ -1,0 +1,225 @@
+//! The CPU kernels against burn's reference ops: the forward and each gradient, through the
+//! same route training takes (autodiff over burn-flex), on random inputs of awkward shapes.
+
+mod common;
+
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use common::max_abs_diff;
+use gendi::kernels::conv2d;
+
+/// Relative to the largest reference value: f32 sums of up to a few thousand terms in another
+/// order.
+const TOLERANCE: f32 = 1e-4;
+
+struct Case {
+    batch: usize,
+    channels_in: usize,
+    channels_out: usize,
+    size: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+fn assert_close(what: &str, actual: Tensor<4>, expected: Tensor<4>) {
+    let (a, e) = (common::values(actual), common::values(expected));
+    let scale = e.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&a, &e);
+    assert!(
+        diff <= TOLERANCE * scale,
+        "{what}: max |difference| {diff} against values up to {scale}"
+    );
+}
+
+fn layer(case: &Case, device: &Device) -> Conv2d {
+    let p = case.padding;
+    let mut conv = Conv2dConfig::new([case.channels_in, case.channels_out], [case.kernel; 2])
+        .with_stride([case.stride; 2])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .init(device);
+    // A bias far from zero, so that a dropped bias shows.
+    let bias = Tensor::random(
+        [case.channels_out],
+        Distribution::Uniform(-1.0, 1.0),
+        device,
+    );
+    conv.bias = Some(Param::from_tensor(bias));
+    conv
+}
+
+/// Runs `case` through the kernels and through `burn::tensor::module::conv2d` on the same
+/// parameters and input, and compares the output and the gradients of a random projection of it.
+fn check(case: Case) {
+    let device = common::device().autodiff();
+    let conv = layer(&case, &device);
+    let [h, w] = case.size;
+    let x = Tensor::<4>::random(
+        [case.batch, case.channels_in, h, w],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .require_grad();
+    let weight = conv.weight.val().require_grad();
+    let bias = conv.bias.as_ref().unwrap().val().require_grad();
+    let ours_layer = Conv2d {
+        weight: Param::from_tensor(weight.clone()),
+        bias: Some(Param::from_tensor(bias.clone())),
+        ..conv.clone()
+    };
+
+    let ours = conv2d(&ours_layer, x.clone());
+    let p = case.padding;
+    let options = ConvOptions::new([case.stride; 2], [p, p], [1, 1], 1);
+    let reference =
+        burn::tensor::module::conv2d(x.clone(), weight.clone(), Some(bias.clone()), options);
+    assert_eq!(ours.dims(), reference.dims(), "output shape");
+    let projection = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+
+    let grads_ours = (ours.clone() * projection.clone()).sum().backward();
+    let grads_ref = (reference.clone() * projection).sum().backward();
+    assert_close("output", ours.inner(), reference.inner());
+    assert_close(
+        "input gradient",
+        x.grad(&grads_ours).unwrap(),
+        x.grad(&grads_ref).unwrap(),
+    );
+    assert_close(
+        "weight gradient",
+        weight.grad(&grads_ours).unwrap(),
+        weight.grad(&grads_ref).unwrap(),
+    );
+    let bias_grad = |grads| {
+        bias.grad(grads)
+            .unwrap()
+            .reshape([1, 1, 1, case.channels_out])
+    };
+    assert_close(
+        "bias gradient",
+        bias_grad(&grads_ours),
+        bias_grad(&grads_ref),
+    );
+}
+
+#[test]
+fn conv3x3_same_size_matches_burn() {
+    check(Case {
+        batch: 1,
+        channels_in: 32,
+        channels_out: 32,
+        size: [28, 28],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    });
+    check(Case {
+        batch: 64,
+        channels_in: 64,
+        channels_out: 96,
+        size: [7, 7],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    });
+}
+
+#[test]
+fn conv3x3_odd_sizes_and_channels_match_burn() {
+    check(Case {
+        batch: 3,
+        channels_in: 5,
+        channels_out: 17,
+        size: [13, 11],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    });
+    check(Case {
+        batch: 2,
+        channels_in: 1,
+        channels_out: 3,
+        size: [9, 5],
+        kernel: 3,
+        stride: 1,
+        padding: 0,
+    });
+}
+
+#[test]
+fn conv3x3_stride2_matches_burn() {
+    check(Case {
+        batch: 64,
+        channels_in: 32,
+        channels_out: 32,
+        size: [28, 28],
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    });
+    check(Case {
+        batch: 5,
+        channels_in: 7,
+        channels_out: 9,
+        size: [7, 7],
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    });
+    check(Case {
+        batch: 2,
+        channels_in: 3,
+        channels_out: 5,
+        size: [10, 13],
+        kernel: 3,
+        stride: 2,
+        padding: 2,
+    });
+}
+
+#[test]
+fn conv1x1_matches_burn() {
+    check(Case {
+        batch: 64,
+        channels_in: 96,
+        channels_out: 64,
+        size: [14, 14],
+        kernel: 1,
+        stride: 1,
+        padding: 0,
+    });
+    check(Case {
+        batch: 1,
+        channels_in: 3,
+        channels_out: 5,
+        size: [7, 9],
+        kernel: 1,
+        stride: 1,
+        padding: 0,
+    });
+}
+
+#[test]
+fn kernel_larger_than_stride_with_wide_padding_matches_burn() {
+    // 5×5 with padding 3: taps that fall wholly outside the image for the edge rows.
+    check(Case {
+        batch: 2,
+        channels_in: 4,
+        channels_out: 6,
+        size: [6, 8],
+        kernel: 5,
+        stride: 1,
+        padding: 3,
+    });
+    check(Case {
+        batch: 1,
+        channels_in: 2,
+        channels_out: 3,
+        size: [4, 4],
+        kernel: 5,
+        stride: 3,
+        padding: 4,
+    });
+}
