@@ -4,12 +4,12 @@
 mod common;
 
 use burn::module::Param;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNormConfig, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::max_abs_diff;
-use gendi::kernels::conv2d;
+use gendi::kernels::{conv2d, group_norm, group_norm_silu, use_gendi_kernels};
 
 /// Relative to the largest reference value: f32 sums of up to a few thousand terms in another
 /// order.
@@ -222,4 +222,85 @@ fn kernel_larger_than_stride_with_wide_padding_matches_burn() {
         stride: 3,
         padding: 4,
     });
+}
+
+/// GroupNorm (+ SiLU) through the kernels against burn's `GroupNorm` layer and `silu`, forward
+/// and the gradients of x, γ and β.
+fn check_group_norm(batch: usize, channels: usize, size: [usize; 2], groups: usize, silu: bool) {
+    let device = common::device().autodiff();
+    let mut norm = GroupNormConfig::new(groups, channels).init(&device);
+    // γ and β away from their initial 1 and 0, so that a swapped or dropped parameter shows.
+    let random = || Tensor::<1>::random([channels], Distribution::Uniform(-1.5, 1.5), &device);
+    norm.gamma = Some(Param::from_tensor(random().require_grad()));
+    norm.beta = Some(Param::from_tensor(random().require_grad()));
+    let [h, w] = size;
+    let x = Tensor::<4>::random(
+        [batch, channels, h, w],
+        Distribution::Normal(0.5, 2.0),
+        &device,
+    )
+    .require_grad();
+
+    let ours = if silu {
+        group_norm_silu(&norm, x.clone())
+    } else {
+        group_norm(&norm, x.clone())
+    };
+    let reference = if silu {
+        burn::tensor::activation::silu(norm.forward(x.clone()))
+    } else {
+        norm.forward(x.clone())
+    };
+    let projection = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+    let grads_ours = (ours.clone() * projection.clone()).sum().backward();
+    let grads_ref = (reference.clone() * projection).sum().backward();
+    assert_close("output", ours.inner(), reference.inner());
+    assert_close(
+        "input gradient",
+        x.grad(&grads_ours).unwrap(),
+        x.grad(&grads_ref).unwrap(),
+    );
+    for (name, param) in [("γ", &norm.gamma), ("β", &norm.beta)] {
+        let param = param.as_ref().unwrap().val();
+        let grad = |grads| param.grad(grads).unwrap().reshape([1, 1, 1, channels]);
+        assert_close(
+            &format!("{name} gradient"),
+            grad(&grads_ours),
+            grad(&grads_ref),
+        );
+    }
+}
+
+#[test]
+fn group_norm_silu_matches_burn() {
+    check_group_norm(1, 32, [28, 28], 8, true);
+    check_group_norm(64, 96, [7, 7], 8, true);
+    check_group_norm(3, 6, [5, 3], 3, true);
+}
+
+#[test]
+fn group_norm_without_silu_matches_burn() {
+    check_group_norm(2, 96, [7, 7], 8, false);
+    check_group_norm(5, 4, [1, 9], 2, false);
+}
+
+#[test]
+fn burn_ops_path_matches_burn() {
+    // The same checks with the kernels switched off: the composite ops that the GPU runs.
+    use_gendi_kernels(false);
+    let result = std::panic::catch_unwind(|| {
+        check_group_norm(3, 6, [5, 3], 3, true);
+        check_group_norm(2, 8, [4, 4], 2, false);
+        check(Case {
+            batch: 3,
+            channels_in: 5,
+            channels_out: 7,
+            size: [9, 8],
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+        });
+    });
+    use_gendi_kernels(true);
+    result.unwrap();
 }

@@ -12,7 +12,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 
-use super::KernelBackend;
+use super::{GroupNormOptions, KernelBackend};
 
 #[derive(Debug)]
 struct Conv2dWithBiasBackward;
@@ -46,7 +46,72 @@ impl<B: KernelBackend> Backward<B, 3> for Conv2dWithBiasBackward {
     }
 }
 
+#[derive(Debug)]
+struct GroupNormBackward;
+
+impl<B: KernelBackend> Backward<B, 3> for GroupNormBackward {
+    /// The checkpointed input, γ and β, and the options.
+    type State = (NodeId, NodeId, NodeId, GroupNormOptions);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let output_grad = grads.consume::<B>(&ops.node);
+        let (x_state, gamma_state, beta_state, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
+        let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+        let beta = checkpointer.retrieve_node_output::<FloatTensor<B>>(beta_state);
+        let (x_grad, gamma_grad, beta_grad) =
+            B::group_norm_backward(x, gamma, beta, output_grad, options);
+        for (node, grad) in [
+            (node_x, x_grad),
+            (node_gamma, gamma_grad),
+            (node_beta, beta_grad),
+        ] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        options: GroupNormOptions,
+    ) -> FloatTensor<Self> {
+        match GroupNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let gamma_state = prep.checkpoint(&gamma);
+                let beta_state = prep.checkpoint(&beta);
+                let output = B::group_norm(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    options.clone(),
+                );
+                prep.finish((x_state, gamma_state, beta_state, options), output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::group_norm(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                options,
+            )),
+        }
+    }
+
     fn conv2d_with_bias(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -8,7 +8,8 @@ use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{DType, TensorData};
 
 use super::conv::{Conv2dShape, conv2d_backward, conv2d_forward};
-use super::{KernelBackend, gendi_kernels_enabled};
+use super::norm::{GroupNormShape, group_norm_backward, group_norm_forward};
+use super::{GroupNormOptions, KernelBackend, composite, gendi_kernels_enabled};
 
 impl KernelBackend for Flex {
     fn conv2d_with_bias(
@@ -54,6 +55,72 @@ impl KernelBackend for Flex {
             tensor(grads.bias, vec![shape.channels_out]),
         )
     }
+
+    fn group_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        options: GroupNormOptions,
+    ) -> FlexTensor {
+        let Some(shape) = norm_shape(&x, &gamma, &beta, &options) else {
+            return composite::group_norm::<Flex>(x, gamma, beta, &options);
+        };
+        let x_shape = x.shape().to_vec();
+        let output = group_norm_forward(&shape, &f32s(&x), &f32s(&gamma), &f32s(&beta));
+        tensor(output, x_shape)
+    }
+
+    fn group_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        output_grad: FlexTensor,
+        options: GroupNormOptions,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let Some(shape) = norm_shape(&x, &gamma, &beta, &options) else {
+            return composite::group_norm_backward::<Flex>(x, gamma, beta, output_grad, &options);
+        };
+        let x_shape = x.shape().to_vec();
+        let grads = group_norm_backward(
+            &shape,
+            &f32s(&x),
+            &f32s(&gamma),
+            &f32s(&beta),
+            &f32s(&output_grad),
+        );
+        (
+            tensor(grads.x, x_shape),
+            tensor(grads.gamma, vec![shape.channels]),
+            tensor(grads.beta, vec![shape.channels]),
+        )
+    }
+}
+
+/// The kernels' view of a GroupNorm, if they cover it: f32, `[batch, channels, ...]`.
+fn norm_shape(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    options: &GroupNormOptions,
+) -> Option<GroupNormShape> {
+    let f32s = [x, gamma, beta].iter().all(|t| t.dtype() == DType::F32);
+    let dims = x.shape().to_vec();
+    if !gendi_kernels_enabled() || !f32s || dims.len() < 3 {
+        return None;
+    }
+    let channels = dims[1];
+    let covered = options.groups > 0
+        && channels % options.groups == 0
+        && gamma.shape().to_vec() == [channels]
+        && beta.shape().to_vec() == [channels];
+    covered.then(|| GroupNormShape {
+        batch: dims[0],
+        channels,
+        pixels: dims[2..].iter().product(),
+        groups: options.groups,
+        epsilon: options.epsilon as f32,
+        silu: options.silu,
+    })
 }
 
 /// The kernels' view of a convolution, if they cover it: f32, no groups, no dilation.

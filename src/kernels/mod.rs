@@ -8,11 +8,12 @@
 //! - under autodiff (training) [`autodiff`] records one backward step that calls the backend's
 //!   fused backward.
 //!
-//! One file per op family: [`conv`]. The GEMM and the threading loops live apart from them
+//! One file per op family: [`conv`], [`norm`] (GroupNorm with SiLU fused). The GEMM and the threading loops live apart from them
 //! ([`matmul`], [`parallel`]).
 
 #[cfg(not(target_family = "wasm"))]
 mod autodiff;
+mod composite;
 pub mod conv;
 mod flex;
 mod matmul;
@@ -23,8 +24,8 @@ mod simd;
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 
 /// The ops GENDI runs through its own kernels. The default bodies are burn's ops, so a backend
@@ -59,6 +60,35 @@ pub trait KernelBackend: Backend {
         let weight_grad = Self::conv2d_weight_backward(x, weight, output_grad, options);
         (x_grad, weight_grad, bias_grad)
     }
+
+    /// GroupNorm with affine γ and β, then SiLU when `options.silu`; see [`group_norm_silu`].
+    fn group_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        options: GroupNormOptions,
+    ) -> FloatTensor<Self> {
+        composite::group_norm::<Self>(x, gamma, beta, &options)
+    }
+
+    /// The gradients of [`group_norm`](Self::group_norm) with respect to x, γ and β.
+    fn group_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: GroupNormOptions,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composite::group_norm_backward::<Self>(x, gamma, beta, output_grad, &options)
+    }
+}
+
+/// A GroupNorm's settings, and whether SiLU follows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupNormOptions {
+    pub groups: usize,
+    pub epsilon: f64,
+    pub silu: bool,
 }
 
 impl KernelBackend for burn::backend::Cube {}
@@ -72,17 +102,20 @@ fn bias_gradient<B: Backend>(output_grad: FloatTensor<B>) -> FloatTensor<B> {
     B::float_reshape(summed, [channels].into())
 }
 
-static USE_GENDI_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Switches burn-flex between this module's kernels (the default) and burn's own ops, for
-/// benchmarks and profiles that compare the two in one binary (`gendi bench --kernels burn`).
-pub fn use_gendi_kernels(enabled: bool) {
-    USE_GENDI_KERNELS.store(enabled, std::sync::atomic::Ordering::Relaxed);
+std::thread_local! {
+    static USE_GENDI_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// Whether burn-flex runs this module's kernels (see [`use_gendi_kernels`]).
+/// Switches burn-flex, for ops called from this thread, between this module's kernels (the
+/// default) and burn's own ops: for benchmarks and profiles that compare the two in one binary
+/// (`gendi bench --kernels burn`), and tests of the composite ops the GPU runs.
+pub fn use_gendi_kernels(enabled: bool) {
+    USE_GENDI_KERNELS.with(|flag| flag.set(enabled));
+}
+
+/// Whether burn-flex runs this module's kernels on this thread (see [`use_gendi_kernels`]).
 pub fn gendi_kernels_enabled() -> bool {
-    USE_GENDI_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
+    USE_GENDI_KERNELS.with(|flag| flag.get())
 }
 
 /// Runs a convolution layer (with bias) through [`KernelBackend`]; the drop-in for
@@ -113,6 +146,42 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         x.into_dispatch(),
         conv.weight.val().into_dispatch(),
         bias.into_dispatch(),
+        options,
+    );
+    Tensor::from_dispatch(output)
+}
+
+/// `silu(norm(x))`: a GroupNorm layer (with affine parameters) and SiLU, fused on the CPU.
+///
+/// # Shapes
+///   - x, output: [batch, channels, height, width]
+pub fn group_norm_silu(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    run_group_norm(norm, x, true)
+}
+
+/// `norm(x)`: a GroupNorm layer (with affine parameters) through the kernels.
+pub fn group_norm(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    run_group_norm(norm, x, false)
+}
+
+fn run_group_norm(norm: &GroupNorm, x: Tensor<4>, silu: bool) -> Tensor<4> {
+    let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta) else {
+        let y = norm.forward(x);
+        return if silu {
+            burn::tensor::activation::silu(y)
+        } else {
+            y
+        };
+    };
+    let options = GroupNormOptions {
+        groups: norm.num_groups,
+        epsilon: norm.epsilon,
+        silu,
+    };
+    let output = <Dispatch as KernelBackend>::group_norm(
+        x.into_dispatch(),
+        gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
         options,
     );
     Tensor::from_dispatch(output)

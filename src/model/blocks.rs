@@ -6,10 +6,10 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::kernels::conv2d;
+use crate::kernels::{conv2d, group_norm, group_norm_silu};
 
 /// A 3×3 convolution that keeps the spatial size.
 pub fn conv3x3(channels_in: usize, channels_out: usize, device: &Device) -> Conv2d {
@@ -78,7 +78,7 @@ impl ResidualBlock {
     ///   - embedding: [batch, embedding_dim] (already passed through SiLU)
     ///   - output: [batch, channels_out, height, width]
     pub fn forward(&self, x: Tensor<4>, embedding: Tensor<2>) -> Tensor<4> {
-        let h = conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
+        let h = conv2d(&self.conv1, group_norm_silu(&self.norm1, x.clone()));
         let bias = self
             .embedding_projection
             .forward(embedding)
@@ -86,7 +86,7 @@ impl ResidualBlock {
         let h = h + bias;
         let h = conv2d(
             &self.conv2,
-            self.dropout.forward(silu(self.norm2.forward(h))),
+            self.dropout.forward(group_norm_silu(&self.norm2, h)),
         );
         let skip = match &self.skip {
             Some(conv) => conv2d(conv, x),
@@ -126,9 +126,7 @@ impl AttentionBlock {
         let [batch, channels, height, width] = x.dims();
         let tokens = height * width;
         let head_dim = channels / self.heads;
-        let h = self
-            .norm
-            .forward(x.clone())
+        let h = group_norm(&self.norm, x.clone())
             .reshape([batch, channels, tokens])
             .swap_dims(1, 2); // [B, N, C]
         let qkv = self.qkv.forward(h); // [B, N, 3C]

@@ -7,7 +7,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::conv2d;
+use crate::kernels::{conv2d, group_norm_silu};
 
 use super::blocks::{
     AttentionBlock, Downsample, ResidualBlock, Upsample, conv3x3, timestep_embedding,
@@ -280,7 +280,7 @@ impl UNet {
             }
         }
 
-        conv2d(&self.conv_out, silu(self.norm_out.forward(h)))
+        conv2d(&self.conv_out, group_norm_silu(&self.norm_out, h))
     }
 
     /// SiLU(MLP(sinusoid(t)) + label embedding), shared by every residual block.
