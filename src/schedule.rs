@@ -44,6 +44,65 @@ impl Default for ScheduleConfig {
     }
 }
 
+/// The most diffusion steps a schedule from outside may have: 10× the usual T, a few MB of
+/// derived quantities.
+pub const MAX_TIMESTEPS: usize = 10_000;
+
+impl ScheduleConfig {
+    /// Checks a schedule from a manifest, a checkpoint or the command line before anything is
+    /// built from it: T within `1..=MAX_TIMESTEPS`, every β_t in (0, 1) and finite, so that ᾱ_t
+    /// is finite, positive and decreasing. Each refusal names the field, the value and the range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_TIMESTEPS).contains(&self.timesteps) {
+            return Err(format!(
+                "schedule.timesteps is {}, allowed 1 to {MAX_TIMESTEPS}",
+                self.timesteps
+            ));
+        }
+        match self.beta_schedule {
+            BetaSchedule::Linear {
+                beta_start,
+                beta_end,
+            } => {
+                for (field, value) in [("beta_start", beta_start), ("beta_end", beta_end)] {
+                    if !(value > 0.0 && value < 1.0) {
+                        return Err(format!(
+                            "schedule.beta_schedule.{field} is {value}, allowed 0 < β < 1"
+                        ));
+                    }
+                }
+            }
+            BetaSchedule::Cosine { s } => {
+                if !(0.0..=1.0).contains(&s) {
+                    return Err(format!("schedule.beta_schedule.s is {s}, allowed 0 to 1"));
+                }
+            }
+        }
+        let schedule = NoiseSchedule::new(*self);
+        if let Some((t, beta)) = schedule
+            .betas
+            .iter()
+            .enumerate()
+            .find(|(_, b)| !(**b > 0.0 && **b < 1.0))
+        {
+            return Err(format!(
+                "schedule gives β_{} = {beta}, allowed 0 < β < 1",
+                t + 1
+            ));
+        }
+        let decreasing = schedule.alphas_cumprod.windows(2).all(|w| w[1] < w[0]);
+        if !decreasing
+            || schedule
+                .alphas_cumprod
+                .iter()
+                .any(|a| !(a.is_finite() && *a > 0.0))
+        {
+            return Err("schedule gives an ᾱ_t that is not finite, positive and decreasing".into());
+        }
+        Ok(())
+    }
+}
+
 /// β_t and everything derived from it, indexed by 0-based timestep.
 #[derive(Debug, Clone)]
 pub struct NoiseSchedule {

@@ -133,10 +133,17 @@ pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
             manifest.model.image_channels, manifest.model.image_size, manifest.model.image_size
         )));
     }
-    if manifest.schedule.timesteps == 0 {
-        return Err(WeightsError::UnsupportedModel(
-            "a schedule of 0 timesteps".into(),
-        ));
+    manifest
+        .schedule
+        .validate()
+        .map_err(WeightsError::UnsupportedModel)?;
+    // validate() bounded the count, so it exists; compare before anything is built or fetched.
+    let model = manifest.model.parameter_count().unwrap_or(usize::MAX);
+    if model != manifest.parameters {
+        return Err(WeightsError::ParameterCount {
+            manifest: manifest.parameters,
+            model,
+        });
     }
     Ok(manifest)
 }

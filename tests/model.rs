@@ -104,7 +104,56 @@ fn inconsistent_configs_are_rejected_before_building() {
         bad_attention
             .validate()
             .unwrap_err()
-            .contains("attention level")
+            .contains("model.attention_levels")
     );
     assert!(UNetConfig::default().validate().is_ok());
+}
+
+#[test]
+fn parameter_count_from_the_config_equals_the_built_model() {
+    let configs = [
+        UNetConfig::default(),
+        UNetConfig {
+            attention_levels: vec![1, 2],
+            num_classes: 0,
+            ..UNetConfig::default()
+        },
+        UNetConfig {
+            base_channels: 16,
+            channel_mults: vec![1, 2],
+            blocks_per_level: 1,
+            attention_levels: vec![0],
+            embedding_dim: 32,
+            groups: 4,
+            ..UNetConfig::default()
+        },
+    ];
+    for config in configs {
+        config.validate().unwrap();
+        let built = config.init(&common::device()).num_params();
+        assert_eq!(config.parameter_count(), Some(built), "{config:?}");
+    }
+}
+
+#[test]
+fn configs_beyond_the_limits_are_refused_naming_the_field() {
+    let too_wide = UNetConfig {
+        base_channels: 3_200_000,
+        ..UNetConfig::default()
+    };
+    assert!(
+        too_wide
+            .validate()
+            .unwrap_err()
+            .contains("model.base_channels")
+    );
+    // Each setting within its own bound, the whole too large: refused by the parameter budget.
+    let too_large = UNetConfig {
+        base_channels: 512,
+        channel_mults: vec![1, 2, 4],
+        blocks_per_level: 8,
+        ..UNetConfig::default()
+    };
+    let err = too_large.validate().unwrap_err();
+    assert!(err.contains("parameters"), "{err}");
 }

@@ -174,3 +174,75 @@ fn a_missing_manifest_is_an_error_that_names_the_file() {
     let err = load_exported(&dir, &common::device()).err().unwrap();
     assert!(err.to_string().contains("manifest.json"), "{err}");
 }
+
+/// The shipped manifest with one field edited, as someone handing the page or the CLI a
+/// manifest might: each is refused by parse_manifest, before any allocation, with a message
+/// naming the field.
+#[test]
+fn hostile_manifest_numbers_are_refused_before_anything_is_built() {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/www/weights/manifest.json"
+    ))
+    .unwrap();
+    let base: serde_json::Value = serde_json::from_str(&shipped).unwrap();
+    parse_manifest(&shipped).expect("the shipped manifest is valid");
+    let cases: [(&[&str], serde_json::Value, &str); 9] = [
+        (
+            &["model", "num_classes"],
+            serde_json::json!(1_000_000_000_000u64),
+            "model.num_classes",
+        ),
+        (
+            &["model", "embedding_dim"],
+            serde_json::json!(10_000_000_000u64),
+            "model.embedding_dim",
+        ),
+        (
+            &["model", "base_channels"],
+            serde_json::json!(3_200_000),
+            "model.base_channels",
+        ),
+        (
+            &["model", "channel_mults"],
+            serde_json::json!([1, 2, 3000]),
+            "model.channel_mults",
+        ),
+        (
+            &["model", "blocks_per_level"],
+            serde_json::json!(1_000_000),
+            "model.blocks_per_level",
+        ),
+        (
+            &["schedule", "timesteps"],
+            serde_json::json!(1_000_000_000_000u64),
+            "schedule.timesteps",
+        ),
+        (
+            &["schedule", "beta_schedule", "beta_end"],
+            serde_json::json!(1.5),
+            "beta_end",
+        ),
+        (
+            &["schedule", "beta_schedule", "beta_start"],
+            serde_json::json!(-0.1),
+            "beta_start",
+        ),
+        (&["parameters"], serde_json::json!(2_029_504), "parameters"),
+    ];
+    for (path, value, named) in cases {
+        let mut edited = base.clone();
+        let (last, parents) = path.split_last().unwrap();
+        let mut node = &mut edited;
+        for key in parents {
+            node = &mut node[*key];
+        }
+        node[*last] = value.clone();
+        let err = parse_manifest(&edited.to_string())
+            .expect_err(&format!("{path:?} = {value} was accepted"));
+        assert!(
+            err.to_string().contains(named),
+            "{path:?} = {value}: the error does not name {named}: {err}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use gendi::model::UNet;
 use gendi::native::Backend;
 use gendi::native::bench;
 use gendi::native::checkpoint::Checkpoint;
-use gendi::native::export::{export, load_exported};
+use gendi::native::export::{ExportError, export, load_exported};
 use gendi::native::train::{draw_loss, read_loss_csv};
 use gendi::sampler::{DdpmVariance, SamplerKind};
 use gendi::schedule::{BetaSchedule, ScheduleConfig};
@@ -110,9 +110,13 @@ impl ModelSource {
                 Ok((model, config.schedule, config.model.num_classes))
             }
             None => {
-                let (manifest, model) = load_exported(&self.weights, device).map_err(|e| {
-                    format!("{e}\n(train and `gendi export` first, or pass --checkpoint)")
-                })?;
+                let (manifest, model) =
+                    load_exported(&self.weights, device).map_err(|e| match e {
+                        ExportError::Io(..) => {
+                            format!("{e}\n(train and `gendi export` first, or pass --checkpoint)")
+                        }
+                        e => e.to_string(),
+                    })?;
                 Ok((model, manifest.schedule, manifest.model.num_classes))
             }
         }

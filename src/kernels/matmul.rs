@@ -1,6 +1,8 @@
 //! One safe entry to `gemm` (sarah-ek's crate, the one burn-flex uses): strided f32 views,
 //! shapes and bounds checked before the unsafe call.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// A read-only strided matrix: element (i, j) lives at `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
@@ -48,6 +50,35 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// Floating-point operations done by [`gemm`] since the program started: what a benchmark
+/// divides by its time to say how close a training step comes to the machine's GEMM peak.
+static FLOPS: AtomicU64 = AtomicU64::new(0);
+
+pub fn gemm_flops() -> u64 {
+    FLOPS.load(Ordering::Relaxed)
+}
+
+/// The GEMM rate of this machine, in GFLOP/s: square `size³` products on every thread, the best
+/// of `repeats`.
+pub fn measure_peak_gflops(size: usize, repeats: usize) -> f64 {
+    let a: Vec<f32> = (0..size * size).map(|i| (i % 7) as f32 * 0.25).collect();
+    let b: Vec<f32> = (0..size * size).map(|i| (i % 5) as f32 * 0.5).collect();
+    let mut c = vec![0f32; size * size];
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let start = std::time::Instant::now();
+        gemm(
+            &mut c,
+            false,
+            MatRef::row_major(&a, size, size),
+            MatRef::row_major(&b, size, size),
+            Threads::All,
+        );
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (size as f64).powi(3) / best / 1e9
+}
+
 /// How many threads one GEMM may use; 1 inside work that is already spread over the threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Threads {
@@ -59,6 +90,7 @@ pub enum Threads {
 /// `lhs.rows × rhs.cols`.
 pub fn gemm(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef, threads: Threads) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
     assert_eq!(rhs.rows, k, "gemm: inner dimensions differ");
     assert_eq!(dst.len(), m * n, "gemm: destination is not {m}×{n}");
     lhs.assert_in_bounds("lhs");

@@ -17,6 +17,8 @@ mod composite;
 pub mod conv;
 mod flex;
 mod matmul;
+
+pub use matmul::{gemm_flops, measure_peak_gflops};
 pub mod norm;
 mod parallel;
 mod simd;

@@ -13,6 +13,30 @@ use super::blocks::{
     AttentionBlock, Downsample, ResidualBlock, Upsample, conv3x3, timestep_embedding,
 };
 
+/// Bounds on a U-Net config from outside (a manifest, a checkpoint), checked before anything is
+/// allocated. Far above GENDI's own model (2.0M parameters), far below what would exhaust a
+/// browser tab's or a laptop's memory.
+pub mod limits {
+    /// Parameters, counted from the config: 50M f32 parameters are 200 MB.
+    pub const MAX_PARAMETERS: usize = 50_000_000;
+    pub const MAX_IMAGE_SIZE: usize = 256;
+    pub const MAX_IMAGE_CHANNELS: usize = 4;
+    /// Channels of any level (base_channels × mult).
+    pub const MAX_CHANNELS: usize = 2048;
+    pub const MAX_LEVELS: usize = 6;
+    pub const MAX_BLOCKS_PER_LEVEL: usize = 8;
+    pub const MAX_EMBEDDING_DIM: usize = 4096;
+    pub const MAX_CLASSES: usize = 1000;
+}
+
+fn within(field: &str, value: usize, min: usize, max: usize) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("model.{field} is {value}, allowed {min} to {max}"))
+    }
+}
+
 /// The U-Net's architecture. Saved in every checkpoint and in the weights' manifest, so the
 /// exact network can be rebuilt from either alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,48 +88,151 @@ impl Default for UNetConfig {
 }
 
 impl UNetConfig {
-    /// Checks that the numbers fit together, so that `init` cannot panic on a bad manifest.
+    /// Checks that the numbers fit together and stay within [`limits`], so that `init` cannot
+    /// panic or exhaust memory on a config from outside. Each refusal names the field, the value
+    /// and the allowed range.
     pub fn validate(&self) -> Result<(), String> {
+        use limits::*;
+        within("image_size", self.image_size, 1, MAX_IMAGE_SIZE)?;
+        within("image_channels", self.image_channels, 1, MAX_IMAGE_CHANNELS)?;
+        within("base_channels", self.base_channels, 1, MAX_CHANNELS)?;
+        within(
+            "channel_mults.len()",
+            self.channel_mults.len(),
+            1,
+            MAX_LEVELS,
+        )?;
+        within(
+            "blocks_per_level",
+            self.blocks_per_level,
+            1,
+            MAX_BLOCKS_PER_LEVEL,
+        )?;
+        within("embedding_dim", self.embedding_dim, 2, MAX_EMBEDDING_DIM)?;
+        within("num_classes", self.num_classes, 0, MAX_CLASSES)?;
         let levels = self.channel_mults.len();
-        if levels == 0 || self.base_channels == 0 || self.blocks_per_level == 0 {
-            return Err(
-                "channel_mults, base_channels and blocks_per_level must be non-zero".into(),
-            );
-        }
-        if self.image_size == 0 || self.image_channels == 0 || self.embedding_dim < 2 {
-            return Err("image_size, image_channels and embedding_dim must be set".into());
-        }
         if self.image_size % (1 << (levels - 1)) != 0 {
             return Err(format!(
-                "image_size {} does not halve {} times",
+                "model.image_size {} does not halve {} times (one per level but the last)",
                 self.image_size,
                 levels - 1
             ));
         }
         for &mult in &self.channel_mults {
+            within(
+                "channel_mults[]",
+                mult,
+                1,
+                MAX_CHANNELS / self.base_channels,
+            )?;
+        }
+        for &mult in &self.channel_mults {
             let channels = self.base_channels * mult;
-            if mult == 0 || self.groups == 0 || channels % self.groups != 0 {
+            if self.groups == 0 || channels % self.groups != 0 {
                 return Err(format!(
-                    "{channels} channels do not split into {} groups",
+                    "model.groups is {}: it must divide every level's channels ({channels} here)",
                     self.groups
                 ));
             }
             if self.attention_heads == 0 || channels % self.attention_heads != 0 {
                 return Err(format!(
-                    "{channels} channels do not split into {} heads",
+                    "model.attention_heads is {}: it must divide every level's channels ({channels} here)",
                     self.attention_heads
                 ));
             }
         }
         if let Some(level) = self.attention_levels.iter().find(|&&l| l >= levels) {
             return Err(format!(
-                "attention level {level} does not exist ({levels} levels)"
+                "model.attention_levels has {level}, allowed 0 to {} ({levels} levels)",
+                levels - 1
+            ));
+        }
+        if self.attention_levels.len() > levels {
+            return Err(format!(
+                "model.attention_levels has {} entries, allowed at most {levels}",
+                self.attention_levels.len()
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+            return Err(format!(
+                "model.dropout is {}, allowed 0 to 1 (excluded)",
+                self.dropout
+            ));
         }
+        let parameters = self
+            .parameter_count()
+            .filter(|&count| count <= MAX_PARAMETERS)
+            .ok_or_else(|| {
+                format!("the model has more than {MAX_PARAMETERS} parameters, this build's limit")
+            })?;
+        debug_assert!(parameters > 0);
         Ok(())
+    }
+
+    /// The number of parameters `init` would create, computed from the config alone with checked
+    /// arithmetic (`None` on overflow), so that a manifest's count can be checked, and a model
+    /// too large refused, before anything is allocated. Mirrors `init` layer by layer.
+    pub fn parameter_count(&self) -> Option<usize> {
+        let add = |a: usize, b: usize| a.checked_add(b);
+        let mul = |a: usize, b: usize| a.checked_mul(b);
+        let emb = self.embedding_dim;
+        let conv = |cin: usize, cout: usize, k: usize| add(mul(mul(cin, cout)?, k * k)?, cout);
+        let linear = |cin: usize, cout: usize| add(mul(cin, cout)?, cout);
+        let norm = |c: usize| mul(c, 2);
+        let residual = |cin: usize, cout: usize| {
+            let mut total = add(norm(cin)?, conv(cin, cout, 3)?)?;
+            total = add(total, linear(emb, cout)?)?;
+            total = add(total, norm(cout)?)?;
+            total = add(total, conv(cout, cout, 3)?)?;
+            if cin != cout {
+                total = add(total, conv(cin, cout, 1)?)?;
+            }
+            Some(total)
+        };
+        let attention = |c: usize| add(add(norm(c)?, linear(c, mul(3, c)?)?)?, linear(c, c)?);
+        let channels = |level: usize| mul(self.base_channels, self.channel_mults[level]);
+        let levels = self.channel_mults.len();
+        let attention_blocks = |level: usize| -> Option<usize> {
+            if self.attention_levels.contains(&level) {
+                mul(self.blocks_per_level, attention(channels(level)?)?)
+            } else {
+                Some(0)
+            }
+        };
+
+        let mut total = add(linear(self.base_channels, emb)?, linear(emb, emb)?)?;
+        if self.num_classes > 0 {
+            total = add(total, mul(self.num_classes + 1, emb)?)?;
+        }
+        total = add(total, conv(self.image_channels, self.base_channels, 3)?)?;
+        let mut current = self.base_channels;
+        let mut skips = Vec::new();
+        for level in 0..levels {
+            for _ in 0..self.blocks_per_level {
+                total = add(total, residual(current, channels(level)?)?)?;
+                current = channels(level)?;
+                skips.push(current);
+            }
+            total = add(total, attention_blocks(level)?)?;
+            if level + 1 < levels {
+                total = add(total, conv(current, current, 3)?)?;
+            }
+        }
+        total = add(total, mul(2, residual(current, current)?)?)?;
+        total = add(total, attention(current)?)?;
+        for level in (0..levels).rev() {
+            for _ in 0..self.blocks_per_level {
+                let skip = skips.pop()?;
+                total = add(total, residual(add(current, skip)?, channels(level)?)?)?;
+                current = channels(level)?;
+            }
+            total = add(total, attention_blocks(level)?)?;
+            if level > 0 {
+                total = add(total, conv(current, current, 3)?)?;
+            }
+        }
+        total = add(total, norm(self.base_channels)?)?;
+        add(total, conv(self.base_channels, self.image_channels, 3)?)
     }
 
     /// Builds a freshly initialised network. Call [`validate`](Self::validate) first on a config

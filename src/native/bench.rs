@@ -24,6 +24,12 @@ pub struct BenchReport {
     pub train_batch: usize,
     pub train_steps_timed: usize,
     pub train_images_per_s: f64,
+    /// GEMM work of a training step (the convolutions' products) per second of the step.
+    pub train_gemm_gflops: f64,
+    /// The machine's f32 GEMM rate (512³ products on all threads), and the fraction of it a
+    /// training step reaches.
+    pub peak_gemm_gflops: f64,
+    pub train_fraction_of_peak: f64,
     pub sample_steps_timed: usize,
     /// One U-Net forward + one DDPM step + reading x_t back, batch 1 (no guidance).
     pub sample_ms_per_step_b1: f64,
@@ -58,11 +64,16 @@ pub fn run(
     for _ in 0..2 {
         trainer.train_step(&data, &indices);
     }
+    let flops_before = crate::kernels::gemm_flops();
     let start = Instant::now();
     for _ in 0..train_steps {
         trainer.train_step(&data, &indices); // reads the loss back, so each step is complete
     }
-    let train_images_per_s = (train_steps * batch) as f64 / start.elapsed().as_secs_f64();
+    let train_seconds = start.elapsed().as_secs_f64();
+    let train_images_per_s = (train_steps * batch) as f64 / train_seconds;
+    let train_gemm_gflops =
+        (crate::kernels::gemm_flops() - flops_before) as f64 / train_seconds / 1e9;
+    let peak_gemm_gflops = crate::kernels::measure_peak_gflops(512, 5);
 
     let model = UNetConfig::default().init(device);
     let schedule = NoiseSchedule::new(Default::default());
@@ -112,6 +123,9 @@ pub fn run(
         train_batch: batch,
         train_steps_timed: train_steps,
         train_images_per_s,
+        train_gemm_gflops,
+        peak_gemm_gflops,
+        train_fraction_of_peak: train_gemm_gflops / peak_gemm_gflops,
         sample_steps_timed: sample_steps,
         sample_ms_per_step_b1: b1,
         sample_ms_per_step_b16: b16,

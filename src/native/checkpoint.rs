@@ -111,8 +111,12 @@ impl Checkpoint {
         let optimizer = sections.pop().expect("4 sections");
         let ema = sections.pop().expect("4 sections");
         let model = sections.pop().expect("4 sections");
-        let state =
+        let state: TrainState =
             serde_json::from_slice(&sections[0]).map_err(|e| corrupt(&format!("state: {e}")))?;
+        // A checkpoint from elsewhere is as untrusted as a manifest: its config is checked before
+        // anything is built from it.
+        state.config.model.validate().map_err(|e| corrupt(&e))?;
+        state.config.schedule.validate().map_err(|e| corrupt(&e))?;
         Ok(Self {
             state,
             model,

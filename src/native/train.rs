@@ -263,6 +263,7 @@ impl Trainer {
         let checkpoint = Checkpoint::load(path)?;
         let config = checkpoint.state.config.clone();
         config.model.validate().map_err(TrainError::Config)?;
+        config.schedule.validate().map_err(TrainError::Config)?;
         let model = weights::model_from_bytes(
             &config.model,
             &checkpoint.model,
@@ -489,6 +490,7 @@ impl Trainer {
 /// has no labels to drop, so its label dropout is recorded as 0 whatever was asked.
 fn settled(mut config: TrainConfig) -> Result<TrainConfig, TrainError> {
     config.model.validate().map_err(TrainError::Config)?;
+    config.schedule.validate().map_err(TrainError::Config)?;
     if config.batch_size == 0 {
         return Err(TrainError::Config("batch size must be at least 1".into()));
     }
