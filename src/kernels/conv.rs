@@ -6,6 +6,9 @@
 use super::matmul::{MatRef, Threads, gemm};
 use super::parallel;
 
+/// Columns (images × output pixels) one GEMM aims for.
+const GEMM_COLUMNS: usize = 784;
+
 /// The geometry of a convolution: NCHW input, `[C_out, C_in, k_h, k_w]` weights, no groups, no
 /// dilation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +68,15 @@ impl Conv2dShape {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [(0, 0), (0, 0)]
     }
 
+    /// Images unrolled side by side into one GEMM: enough for about [`GEMM_COLUMNS`] columns, so
+    /// that the 7×7 and 14×14 levels do not run GEMMs of 49 or 196 columns (mostly packing), but
+    /// never so many that a thread is left without a group.
+    fn images_per_gemm(&self) -> usize {
+        let wanted = GEMM_COLUMNS.div_ceil(self.out_pixels().max(1));
+        let per_thread = self.batch.div_ceil(parallel::threads());
+        wanted.min(per_thread).max(1)
+    }
+
     /// Spread the images over the threads, or, with fewer images than threads, each GEMM.
     fn gemm_threads(&self) -> Threads {
         if self.batch >= parallel::threads() {
@@ -86,36 +98,100 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
     assert_eq!(x.len(), shape.batch * shape.in_len(), "conv2d: input size");
     assert_eq!(weight.len(), shape.weight_len(), "conv2d: weight size");
     assert_eq!(bias.len(), shape.channels_out, "conv2d: bias size");
-    let (rows, pixels) = (shape.col_rows(), shape.out_pixels());
+    let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
+    let group = shape.images_per_gemm();
     let threads = shape.gemm_threads();
     let mut output = vec![0f32; shape.batch * shape.out_len()];
-    let scratch = || {
-        if shape.is_pointwise() {
-            Vec::new()
-        } else {
-            vec![0f32; rows * pixels]
-        }
-    };
-    parallel::for_each_chunk(&mut output, shape.out_len(), scratch, |col, b, out| {
-        let image = &x[b * shape.in_len()..(b + 1) * shape.in_len()];
-        let col: &[f32] = if shape.is_pointwise() {
-            image
-        } else {
-            im2col(shape, image, col);
-            col
-        };
-        for (row, &value) in out.chunks_mut(pixels).zip(bias) {
-            row.fill(value);
-        }
-        gemm(
-            out,
-            true,
-            MatRef::row_major(weight, shape.channels_out, rows),
-            MatRef::row_major(col, rows, pixels),
-            threads,
-        );
-    });
+    let scratch = || Scratch::new(shape, group);
+    parallel::for_each_chunk(
+        &mut output,
+        group * shape.out_len(),
+        scratch,
+        |scratch, g, out| {
+            let first = g * group;
+            let images = out.len() / shape.out_len();
+            let columns = images * pixels;
+            let x = &x[first * shape.in_len()..(first + images) * shape.in_len()];
+            let (col, col_stride) = unroll(shape, x, images, &mut scratch.col);
+            // One GEMM for the group: [C_out, rows] · [rows, images·pixels], bias first.
+            let product = if images == 1 {
+                &mut out[..]
+            } else {
+                &mut scratch.product[..cout * columns]
+            };
+            for (row, &value) in product.chunks_mut(columns).zip(bias) {
+                row.fill(value);
+            }
+            gemm(
+                product,
+                true,
+                MatRef::row_major(weight, cout, rows),
+                MatRef {
+                    data: col,
+                    rows,
+                    cols: columns,
+                    row_stride: col_stride,
+                    col_stride: 1,
+                },
+                threads,
+            );
+            if images > 1 {
+                // [C_out, images·pixels] → images × [C_out, pixels]
+                for (i, image) in out.chunks_mut(shape.out_len()).enumerate() {
+                    for (co, dst) in image.chunks_mut(pixels).enumerate() {
+                        let src = co * columns + i * pixels;
+                        dst.copy_from_slice(&scratch.product[src..src + pixels]);
+                    }
+                }
+            }
+        },
+    );
     output
+}
+
+/// Per-thread buffers for a group of images: their unrolled inputs side by side
+/// (`[rows, images·pixels]`), and the GEMM's `[C_out, images·pixels]` result or operand.
+struct Scratch {
+    col: Vec<f32>,
+    product: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(shape: &Conv2dShape, group: usize) -> Self {
+        let columns = group * shape.out_pixels();
+        let unrolled = group > 1 || !shape.is_pointwise();
+        Self {
+            col: if unrolled {
+                vec![0f32; shape.col_rows() * columns]
+            } else {
+                Vec::new()
+            },
+            product: if group > 1 {
+                vec![0f32; shape.channels_out * columns]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// A group's inputs as one `[rows, images·pixels]` matrix (unrolled into `col`), and its row
+/// stride. A single pointwise image already is that matrix.
+fn unroll<'a>(
+    shape: &Conv2dShape,
+    x: &'a [f32],
+    images: usize,
+    col: &'a mut [f32],
+) -> (&'a [f32], usize) {
+    let pixels = shape.out_pixels();
+    if images == 1 && shape.is_pointwise() {
+        return (x, pixels);
+    }
+    let stride = images * pixels;
+    for (i, image) in x.chunks(shape.in_len()).enumerate() {
+        im2col(shape, image, col, stride, i * pixels);
+    }
+    (&col[..shape.col_rows() * stride], stride)
 }
 
 /// The three gradients of a convolution.
@@ -128,8 +204,8 @@ pub struct Conv2dGrads {
     pub bias: Vec<f32>,
 }
 
-/// Gradients of [`conv2d_forward`] given the output's gradient `dy`:
-/// dW = Σ_b dY_b · col(X_b)ᵀ (per-thread partial sums), dX_b = col2im(Wᵀ · dY_b), db = Σ dY.
+/// Gradients of [`conv2d_forward`] given the output's gradient `dy`, a group of images at a
+/// time: dW = Σ dY · col(X)ᵀ (per-thread partial sums), dX = col2im(Wᵀ · dY), db = Σ dY.
 pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32]) -> Conv2dGrads {
     assert_eq!(x.len(), shape.batch * shape.in_len(), "conv2d: input size");
     assert_eq!(weight.len(), shape.weight_len(), "conv2d: weight size");
@@ -139,65 +215,92 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         "conv2d: gradient size"
     );
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
+    let group = shape.images_per_gemm();
     let threads = shape.gemm_threads();
-    let pointwise = shape.is_pointwise();
 
     struct Partial {
         weight: Vec<f32>,
         bias: Vec<f32>,
-        col: Vec<f32>,
+        scratch: Scratch,
         dcol: Vec<f32>,
     }
     let init = || {
-        let buffer = if pointwise {
-            Vec::new()
-        } else {
-            vec![0f32; rows * pixels]
-        };
+        let scratch = Scratch::new(shape, group);
         Partial {
             weight: vec![0f32; shape.weight_len()],
             bias: vec![0f32; cout],
-            col: buffer.clone(),
-            dcol: buffer,
+            dcol: vec![0f32; rows * group * pixels],
+            scratch,
         }
     };
     let mut dx = vec![0f32; shape.batch * shape.in_len()];
     let sums = parallel::fold_chunks(
         &mut dx,
-        shape.in_len(),
+        group * shape.in_len(),
         init,
-        |partial, b, dx_b| {
-            let image = &x[b * shape.in_len()..(b + 1) * shape.in_len()];
-            let dy_b = &dy[b * shape.out_len()..(b + 1) * shape.out_len()];
-            let col: &[f32] = if pointwise {
-                image
+        |partial, g, dx_group| {
+            let first = g * group;
+            let images = dx_group.len() / shape.in_len();
+            let columns = images * pixels;
+            let x = &x[first * shape.in_len()..(first + images) * shape.in_len()];
+            let dy = &dy[first * shape.out_len()..(first + images) * shape.out_len()];
+            // dY of the group as one [C_out, images·pixels] matrix.
+            let dy_matrix: &[f32] = if images == 1 {
+                dy
             } else {
-                im2col(shape, image, &mut partial.col);
-                &partial.col
+                let matrix = &mut partial.scratch.product[..cout * columns];
+                for (i, image) in dy.chunks(shape.out_len()).enumerate() {
+                    for (co, src) in image.chunks(pixels).enumerate() {
+                        let dst = co * columns + i * pixels;
+                        matrix[dst..dst + pixels].copy_from_slice(src);
+                    }
+                }
+                matrix
             };
-            // dW += dY_b · col_bᵀ: [C_out, pixels] · [pixels, rows]
+            for (sum, row) in partial.bias.iter_mut().zip(dy_matrix.chunks(columns)) {
+                *sum += row.iter().sum::<f32>();
+            }
+            let product = std::mem::take(&mut partial.scratch.product);
+            let dy_matrix = if images == 1 {
+                dy
+            } else {
+                &product[..cout * columns]
+            };
+            let (col, col_stride) = unroll(shape, x, images, &mut partial.scratch.col);
+            // dW += dY · colᵀ: [C_out, images·pixels] · [images·pixels, rows]
             gemm(
                 &mut partial.weight,
                 true,
-                MatRef::row_major(dy_b, cout, pixels),
-                MatRef::transposed(col, pixels, rows),
+                MatRef::row_major(dy_matrix, cout, columns),
+                MatRef {
+                    data: col,
+                    rows: columns,
+                    cols: rows,
+                    row_stride: 1,
+                    col_stride,
+                },
                 threads,
             );
-            for (sum, row) in partial.bias.iter_mut().zip(dy_b.chunks(pixels)) {
-                *sum += row.iter().sum::<f32>();
-            }
-            // dcol = Wᵀ · dY_b: [rows, C_out] · [C_out, pixels], then folded back onto the image.
-            let dcol: &mut [f32] = if pointwise { dx_b } else { &mut partial.dcol };
+            // dcol = Wᵀ · dY: [rows, C_out] · [C_out, images·pixels], folded back onto the images.
+            let pointwise_image = images == 1 && shape.is_pointwise();
+            let dcol: &mut [f32] = if pointwise_image {
+                dx_group
+            } else {
+                &mut partial.dcol[..rows * columns]
+            };
             gemm(
                 dcol,
                 false,
                 MatRef::transposed(weight, rows, cout),
-                MatRef::row_major(dy_b, cout, pixels),
+                MatRef::row_major(dy_matrix, cout, columns),
                 threads,
             );
-            if !pointwise {
-                col2im(shape, &partial.dcol, dx_b);
+            if !pointwise_image {
+                for (i, dx_image) in dx_group.chunks_mut(shape.in_len()).enumerate() {
+                    col2im(shape, &partial.dcol, columns, i * pixels, dx_image);
+                }
             }
+            partial.scratch.product = product;
         },
         |mut a, b| {
             add_into(&mut a.weight, &b.weight);
@@ -232,18 +335,20 @@ fn inside_columns(shape: &Conv2dShape, kx: usize, out_w: usize) -> std::ops::Ran
     first.min(out_w)..end.min(out_w).max(first.min(out_w))
 }
 
-/// Unrolls one image `[C_in, H, W]` into `col`, `[C_in·k_h·k_w, H_out·W_out]` row-major.
-fn im2col(shape: &Conv2dShape, image: &[f32], col: &mut [f32]) {
+/// Unrolls one image `[C_in, H, W]` into columns `offset..offset + H_out·W_out` of `col`, a
+/// row-major matrix with `C_in·k_h·k_w` rows of `row_stride`.
+fn im2col(shape: &Conv2dShape, image: &[f32], col: &mut [f32], row_stride: usize, offset: usize) {
     let [out_h, out_w] = shape.out_size();
     let (height, width) = (shape.height, shape.width);
     let [kernel_h, kernel_w] = shape.kernel;
     let [stride_h, stride_w] = shape.stride;
     let pad_top = shape.padding[0].0;
-    let mut rows = col.chunks_mut(out_h * out_w);
+    let mut rows = col.chunks_mut(row_stride);
     for channel in image.chunks(height * width) {
         for ky in 0..kernel_h {
             for kx in 0..kernel_w {
                 let row = rows.next().expect("one row per channel and tap");
+                let row = &mut row[offset..offset + out_h * out_w];
                 let inside = inside_columns(shape, kx, out_w);
                 for (oy, out) in row.chunks_mut(out_w).enumerate() {
                     let iy = (oy * stride_h + ky).wrapping_sub(pad_top);
@@ -271,20 +376,21 @@ fn im2col(shape: &Conv2dShape, image: &[f32], col: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`im2col`]: adds each entry of `col` onto the pixel it was read from.
-/// `image` is overwritten.
-fn col2im(shape: &Conv2dShape, col: &[f32], image: &mut [f32]) {
+/// The adjoint of [`im2col`]: adds each entry of columns `offset..` of `col` onto the pixel it
+/// was read from. `image` is overwritten.
+fn col2im(shape: &Conv2dShape, col: &[f32], row_stride: usize, offset: usize, image: &mut [f32]) {
     let [out_h, out_w] = shape.out_size();
     let (height, width) = (shape.height, shape.width);
     let [kernel_h, kernel_w] = shape.kernel;
     let [stride_h, stride_w] = shape.stride;
     let pad_top = shape.padding[0].0;
     image.fill(0.0);
-    let mut rows = col.chunks(out_h * out_w);
+    let mut rows = col.chunks(row_stride);
     for channel in image.chunks_mut(height * width) {
         for ky in 0..kernel_h {
             for kx in 0..kernel_w {
                 let row = rows.next().expect("one row per channel and tap");
+                let row = &row[offset..offset + out_h * out_w];
                 let inside = inside_columns(shape, kx, out_w);
                 for (oy, grad) in row.chunks(out_w).enumerate() {
                     let iy = (oy * stride_h + ky).wrapping_sub(pad_top);
