@@ -86,7 +86,7 @@ pub fn parse_idx_images(bytes: &[u8], what: &str) -> Result<(Vec<u8>, usize), Da
         ));
     }
     let body = &bytes[16..];
-    if body.len() != count * IMAGE_PIXELS {
+    if Some(body.len()) != count.checked_mul(IMAGE_PIXELS) {
         return Err(format_error(
             what,
             format!("{} pixel bytes for {count} images", body.len()),
