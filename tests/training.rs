@@ -314,3 +314,27 @@ fn a_truncated_mnist_file_fails_its_checksum() {
     assert!(Mnist::load(&dir, Split::Test).is_ok());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn cosine_decay_follows_half_a_cosine_after_the_warm_up() {
+    use gendi::native::train::LrDecay;
+    let config = TrainConfig {
+        steps: 1100,
+        warmup_steps: 100,
+        learning_rate: 1e-3,
+        lr_decay: LrDecay::Cosine {
+            final_fraction: 0.1,
+        },
+        ..TrainConfig::default()
+    };
+    let lr = |step| learning_rate(&config, step);
+    assert!((lr(49) - 0.5e-3).abs() < 1e-12, "half way up the warm-up");
+    assert!((lr(100) - 1e-3).abs() < 1e-12, "the peak after the warm-up");
+    // Half way through the decay: 0.1 + 0.9 · (1 + cos(π/2))/2 = 0.55 of the peak.
+    assert!((lr(600) - 0.55e-3).abs() < 1e-12, "{}", lr(600));
+    assert!(
+        (lr(1100) - 0.1e-3).abs() < 1e-12,
+        "the final fraction at the end"
+    );
+    assert!(lr(800) < lr(700), "decreasing");
+}

@@ -7,7 +7,7 @@ use clap::Args;
 use super::{DeviceArg, ScheduleArg, schedule_config};
 use gendi::data::{self, Mnist, Split};
 use gendi::native::export::load_exported;
-use gendi::native::train::{RunOptions, TrainConfig, Trainer};
+use gendi::native::train::{LrDecay, RunOptions, TrainConfig, Trainer};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -39,6 +39,13 @@ pub struct TrainArgs {
     /// Warm-up steps of the learning rate.
     #[arg(long, default_value_t = 500)]
     warmup: u64,
+    /// After the warm-up: cosine decay to --final-lr-fraction of the peak at the last step, or
+    /// constant. Recorded in the checkpoint, so --resume keeps it.
+    #[arg(long, value_enum, default_value = "cosine")]
+    lr_decay: LrDecayArg,
+    /// Where the cosine decay ends, as a fraction of --lr.
+    #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
+    final_lr_fraction: f64,
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f32,
     /// Decay of the exponential moving average of the weights that `export` ships.
@@ -151,6 +158,12 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             steps: 0,
             learning_rate: args.lr,
             warmup_steps: args.warmup,
+            lr_decay: match args.lr_decay {
+                LrDecayArg::Cosine => LrDecay::Cosine {
+                    final_fraction: args.final_lr_fraction,
+                },
+                LrDecayArg::Constant => LrDecay::Constant,
+            },
             weight_decay: args.weight_decay,
             ema_decay: args.ema_decay,
             label_dropout: args
@@ -202,4 +215,10 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         checkpoint_path.display()
     );
     Ok(())
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LrDecayArg {
+    Cosine,
+    Constant,
 }

@@ -31,8 +31,12 @@ pub struct TrainConfig {
     /// Total optimiser steps of the run.
     pub steps: u64,
     pub learning_rate: f64,
-    /// Linear warm-up of the learning rate over this many steps; constant after.
+    /// Linear warm-up of the learning rate over this many steps; then `lr_decay`.
     pub warmup_steps: u64,
+    /// What the learning rate does after the warm-up. Checkpoints written before this setting
+    /// existed read as `Constant`, which is what they did.
+    #[serde(default)]
+    pub lr_decay: LrDecay,
     pub weight_decay: f32,
     /// Gradient norm clipping, per parameter tensor.
     pub grad_clip: f32,
@@ -44,6 +48,18 @@ pub struct TrainConfig {
     /// Exported weights this run started from instead of a random initialisation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitWeights>,
+}
+
+/// The learning rate after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LrDecay {
+    /// The peak rate to the end.
+    #[default]
+    Constant,
+    /// Half a cosine from the peak rate down to `final_fraction` of it at the run's last step
+    /// (Loshchilov & Hutter 2017, without restarts).
+    Cosine { final_fraction: f64 },
 }
 
 /// Where a run warm-started from: exported weights (`www/weights/`), identified by the SHA-256
@@ -64,6 +80,7 @@ impl Default for TrainConfig {
             steps: 20_000,
             learning_rate: 5e-4,
             warmup_steps: 500,
+            lr_decay: LrDecay::Constant,
             weight_decay: 1e-4,
             grad_clip: 1.0,
             ema_decay: 0.999,
@@ -494,6 +511,13 @@ fn settled(mut config: TrainConfig) -> Result<TrainConfig, TrainError> {
     if config.batch_size == 0 {
         return Err(TrainError::Config("batch size must be at least 1".into()));
     }
+    if let LrDecay::Cosine { final_fraction } = config.lr_decay
+        && !(0.0..=1.0).contains(&final_fraction)
+    {
+        return Err(TrainError::Config(format!(
+            "the final learning-rate fraction is {final_fraction}, allowed 0 to 1"
+        )));
+    }
     if config.model.num_classes == 0 {
         config.label_dropout = 0.0;
     }
@@ -507,12 +531,25 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
-/// Linear warm-up to the base rate (from the run's first step), then constant.
+/// Linear warm-up to the base rate (from the run's first step), then `config.lr_decay`.
 pub fn learning_rate(config: &TrainConfig, step: u64) -> f64 {
     let first = config.init.as_ref().map_or(0, |init| init.step);
-    let warm =
-        ((step.saturating_sub(first) + 1) as f64 / config.warmup_steps.max(1) as f64).min(1.0);
-    config.learning_rate * warm
+    let done = step.saturating_sub(first);
+    let warm = ((done + 1) as f64 / config.warmup_steps.max(1) as f64).min(1.0);
+    let decay = match config.lr_decay {
+        LrDecay::Constant => 1.0,
+        LrDecay::Cosine { final_fraction } => {
+            let span = config
+                .steps
+                .saturating_sub(first)
+                .saturating_sub(config.warmup_steps)
+                .max(1);
+            let progress = (done.saturating_sub(config.warmup_steps) as f64 / span as f64).min(1.0);
+            final_fraction
+                + (1.0 - final_fraction) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        }
+    };
+    config.learning_rate * warm * decay
 }
 
 /// Opens `loss.csv` for appending, first dropping rows past `step` (written after the checkpoint

@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { serveWww, launchBrowser, openPage, waitLoaded, WWW } from './harness.mjs';
 
 const STEPS = Number(process.env.BENCH_STEPS ?? 4);
+// BENCH_BACKENDS=cpu skips SwiftShader's minutes per step when only the CPU backend is of interest.
+const BACKENDS = (process.env.BENCH_BACKENDS ?? 'webgpu,cpu').split(',');
 
 async function measure(browser, server, backend, count) {
   const { context, page } = await openPage(browser, server);
@@ -47,7 +49,7 @@ const server = await serveWww();
 const browser = await launchBrowser();
 try {
   const report = { steps_timed: STEPS };
-  for (const backend of ['webgpu', 'cpu']) {
+  for (const backend of BACKENDS) {
     for (const count of [1, 16]) {
       const r = await measure(browser, server, backend, count);
       report[`${backend}_ms_per_step_b${count}`] = r.ms_per_step;
