@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNormConfig, PaddingConfig2d};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Gradients, Tensor};
 use common::max_abs_diff;
 use gendi::kernels::{conv2d, group_norm, group_norm_silu, use_gendi_kernels};
 
@@ -33,6 +33,27 @@ fn assert_close(what: &str, actual: Tensor<4>, expected: Tensor<4>) {
         diff <= TOLERANCE * scale,
         "{what}: max |difference| {diff} against values up to {scale}"
     );
+}
+
+/// Asserts that the two outputs agree, then back-propagates the same random projection of each
+/// and asserts that the gradients with respect to `x` agree. Returns both sets of gradients.
+fn outputs_and_input_grads_agree(
+    ours: Tensor<4>,
+    reference: Tensor<4>,
+    x: &Tensor<4>,
+) -> (Gradients, Gradients) {
+    assert_eq!(ours.dims(), reference.dims(), "output shape");
+    let projection =
+        Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &ours.device());
+    let grads_ours = (ours.clone() * projection.clone()).sum().backward();
+    let grads_ref = (reference.clone() * projection).sum().backward();
+    assert_close("output", ours.inner(), reference.inner());
+    assert_close(
+        "input gradient",
+        x.grad(&grads_ours).unwrap(),
+        x.grad(&grads_ref).unwrap(),
+    );
+    (grads_ours, grads_ref)
 }
 
 fn layer(case: &Case, device: &Device) -> Conv2d {
@@ -76,17 +97,7 @@ fn check(case: Case) {
     let options = ConvOptions::new([case.stride; 2], [p, p], [1, 1], 1);
     let reference =
         burn::tensor::module::conv2d(x.clone(), weight.clone(), Some(bias.clone()), options);
-    assert_eq!(ours.dims(), reference.dims(), "output shape");
-    let projection = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
-
-    let grads_ours = (ours.clone() * projection.clone()).sum().backward();
-    let grads_ref = (reference.clone() * projection).sum().backward();
-    assert_close("output", ours.inner(), reference.inner());
-    assert_close(
-        "input gradient",
-        x.grad(&grads_ours).unwrap(),
-        x.grad(&grads_ref).unwrap(),
-    );
+    let (grads_ours, grads_ref) = outputs_and_input_grads_agree(ours, reference, &x);
     assert_close(
         "weight gradient",
         weight.grad(&grads_ours).unwrap(),
@@ -251,15 +262,7 @@ fn check_group_norm(batch: usize, channels: usize, size: [usize; 2], groups: usi
     } else {
         norm.forward(x.clone())
     };
-    let projection = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
-    let grads_ours = (ours.clone() * projection.clone()).sum().backward();
-    let grads_ref = (reference.clone() * projection).sum().backward();
-    assert_close("output", ours.inner(), reference.inner());
-    assert_close(
-        "input gradient",
-        x.grad(&grads_ours).unwrap(),
-        x.grad(&grads_ref).unwrap(),
-    );
+    let (grads_ours, grads_ref) = outputs_and_input_grads_agree(ours, reference, &x);
     for (name, param) in [("γ", &norm.gamma), ("β", &norm.beta)] {
         let param = param.as_ref().unwrap().val();
         let grad = |grads| param.grad(grads).unwrap().reshape([1, 1, 1, channels]);

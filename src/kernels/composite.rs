@@ -1,10 +1,35 @@
 //! The kernels' ops written with burn's primitive tensor ops: what a backend without kernels of
 //! its own (the GPU) runs, and the reference the fused CPU kernels are tested against.
 
+use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Shape, TensorMetadata};
 
 use super::GroupNormOptions;
+
+/// The gradients of a convolution with bias with respect to its input, weight and bias, through
+/// burn's own backward ops.
+pub fn conv2d_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    // Σ over batch and pixels: [B, C, H, W] → [C].
+    let channels = output_grad.shape()[1];
+    let summed = [0, 2, 3]
+        .into_iter()
+        .fold(output_grad.clone(), |grad, dim| B::float_sum_dim(grad, dim));
+    let bias_grad = B::float_reshape(summed, Shape::from([channels]));
+    let x_grad = B::conv2d_x_backward(
+        x.clone(),
+        weight.clone(),
+        output_grad.clone(),
+        options.clone(),
+    );
+    let weight_grad = B::conv2d_weight_backward(x, weight, output_grad, options);
+    (x_grad, weight_grad, bias_grad)
+}
 
 /// x̂ = (x − μ_g)/σ_g over each group, and 1/σ_g.
 ///

@@ -36,15 +36,7 @@ impl KernelBackend for Flex {
         options: ConvOptions<2>,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let Some(shape) = kernel_shape(&x, &weight, &options) else {
-            let bias_grad = super::bias_gradient::<Flex>(output_grad.clone());
-            let x_grad = Flex::conv2d_x_backward(
-                x.clone(),
-                weight.clone(),
-                output_grad.clone(),
-                options.clone(),
-            );
-            let weight_grad = Flex::conv2d_weight_backward(x, weight, output_grad, options);
-            return (x_grad, weight_grad, bias_grad);
+            return composite::conv2d_backward::<Flex>(x, weight, output_grad, options);
         };
         let x_shape = x.shape().to_vec();
         let weight_shape = weight.shape().to_vec();

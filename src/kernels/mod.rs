@@ -25,7 +25,7 @@ mod simd;
 
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
+use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
@@ -52,15 +52,7 @@ pub trait KernelBackend: Backend {
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let bias_grad = bias_gradient::<Self>(output_grad.clone());
-        let x_grad = Self::conv2d_x_backward(
-            x.clone(),
-            weight.clone(),
-            output_grad.clone(),
-            options.clone(),
-        );
-        let weight_grad = Self::conv2d_weight_backward(x, weight, output_grad, options);
-        (x_grad, weight_grad, bias_grad)
+        composite::conv2d_backward::<Self>(x, weight, output_grad, options)
     }
 
     /// GroupNorm with affine γ and β, then SiLU when `options.silu`; see [`group_norm_silu`].
@@ -94,15 +86,6 @@ pub struct GroupNormOptions {
 }
 
 impl KernelBackend for burn::backend::Cube {}
-
-/// Σ over batch and pixels of a convolution's output gradient: `[B, C, H, W]` → `[C]`.
-fn bias_gradient<B: Backend>(output_grad: FloatTensor<B>) -> FloatTensor<B> {
-    let channels = output_grad.shape()[1];
-    let summed = [0, 2, 3]
-        .into_iter()
-        .fold(output_grad, |grad, dim| B::float_sum_dim(grad, dim));
-    B::float_reshape(summed, [channels].into())
-}
 
 std::thread_local! {
     static USE_GENDI_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
