@@ -556,26 +556,37 @@ pub fn learning_rate(config: &TrainConfig, step: u64) -> f64 {
 /// a resumed run starts from).
 fn open_loss_csv(path: &Path, step: u64) -> std::io::Result<std::fs::File> {
     let header = "step,loss,learning_rate,elapsed_s";
-    let kept: Vec<String> = match std::fs::read_to_string(path) {
-        Ok(text) => text
-            .lines()
-            .skip(1)
-            .filter(|line| {
-                line.split(',')
-                    .next()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|s| s <= step)
-            })
-            .map(str::to_string)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let mut file = std::fs::File::create(path)?;
-    writeln!(file, "{header}")?;
-    for line in kept {
-        writeln!(file, "{line}")?;
+    // Complete rows only, in increasing steps: a run killed mid-write can leave a cut last line.
+    let mut kept = Vec::new();
+    let mut last = 0;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            let row_step = fields[0].parse::<u64>().ok();
+            let complete =
+                fields.len() == 4 && fields[1..].iter().all(|f| f.parse::<f64>().is_ok());
+            if let Some(row_step) = row_step
+                && complete
+                && row_step <= step
+                && row_step > last
+            {
+                kept.push(line.to_string());
+                last = row_step;
+            }
+        }
     }
-    Ok(file)
+    // Rewritten beside the old file and renamed over it, so a kill here loses no rows.
+    let tmp = path.with_extension("csv.tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        writeln!(file, "{header}")?;
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::OpenOptions::new().append(true).open(path)
 }
 
 /// The (step, loss) rows of a `loss.csv`; a malformed row is an error naming its line.

@@ -1,0 +1,167 @@
+//! Faults a training run must survive: killed with SIGKILL at random moments (checkpoint writes
+//! included), many times in a row, and resumed each time; and a disk too full for a checkpoint.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gendi::native::checkpoint::Checkpoint;
+use gendi::rng::NoiseRng;
+
+const STEPS: u64 = 300;
+const CHECKPOINT_EVERY: u64 = 5;
+
+fn run_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gendi-faults-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `gendi train` on a small network, resuming when the run directory holds a checkpoint.
+fn train(dir: &Path, steps: u64) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gendi"));
+    command.args(["train", "--run-dir"]).arg(dir).args([
+        "--steps",
+        &steps.to_string(),
+        "--batch-size",
+        "4",
+        "--base-channels",
+        "8",
+        "--limit",
+        "256",
+        "--checkpoint-every",
+        &CHECKPOINT_EVERY.to_string(),
+        "--sample-every",
+        "0",
+        "--quiet",
+    ]);
+    command.arg("--data").arg(common::mnist_dir());
+    if dir.join("checkpoint.gendi").exists() {
+        command.arg("--resume");
+    } else {
+        command.arg("--fresh");
+    }
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+fn checkpoint_step(dir: &Path) -> u64 {
+    match Checkpoint::load(&dir.join("checkpoint.gendi")) {
+        Ok(checkpoint) => checkpoint.state.step,
+        Err(e) if !dir.join("checkpoint.gendi").exists() => {
+            let _ = e;
+            0
+        }
+        Err(e) => panic!("the checkpoint does not load after a kill: {e}"),
+    }
+}
+
+#[test]
+fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once() {
+    let dir = run_dir("sigkill");
+    let mut rng = NoiseRng::new(2026);
+    let mut kills = 0;
+    let started = Instant::now();
+    loop {
+        let before = checkpoint_step(&dir);
+        let mut child = train(&dir, STEPS).spawn().expect("gendi runs");
+        // Kill at a random moment: during start-up, a step, or a checkpoint write.
+        let deadline = Instant::now() + Duration::from_millis(150 + rng.below(900) as u64);
+        let mut finished = None;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                finished = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match finished {
+            Some(status) => {
+                let output = child.wait_with_output().unwrap();
+                assert!(
+                    status.success(),
+                    "gendi train failed after {kills} kills: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                break;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        let after = checkpoint_step(&dir);
+        assert!(
+            after >= before,
+            "a kill lost a checkpoint: {before} -> {after}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no progress after {kills} kills (checkpoint at step {after})"
+        );
+    }
+    assert!(
+        kills >= 10,
+        "the run finished before it could be killed often ({kills} kills)"
+    );
+    assert_eq!(checkpoint_step(&dir), STEPS);
+    let csv = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+    let steps: Vec<u64> = csv
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=STEPS).collect::<Vec<_>>(),
+        "loss.csv after {kills} kills"
+    );
+    eprintln!("killed {kills} times; finished at step {STEPS}");
+}
+
+#[test]
+fn a_full_disk_at_a_checkpoint_is_a_clear_error_and_the_last_checkpoint_still_loads() {
+    let dir = run_dir("full");
+    let status = train(&dir, STEPS).status().unwrap();
+    assert!(status.success());
+    assert_eq!(checkpoint_step(&dir), STEPS);
+    // The checkpoint is written to checkpoint.tmp, then renamed: point that at /dev/full, where
+    // every write fails with ENOSPC, as on a full disk.
+    let tmp = dir.join("checkpoint.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    let output = train(&dir, STEPS + 2 * CHECKPOINT_EVERY).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a failed checkpoint was not an error"
+    );
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("checkpoint"),
+        "the error does not say what failed: {stderr}"
+    );
+    assert_eq!(
+        checkpoint_step(&dir),
+        STEPS,
+        "the last good checkpoint no longer loads"
+    );
+    // With space again, the run goes on from that checkpoint, every step logged once.
+    std::fs::remove_file(&tmp).unwrap();
+    let output = train(&dir, STEPS + 2 * CHECKPOINT_EVERY).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let end = STEPS + 2 * CHECKPOINT_EVERY;
+    assert_eq!(checkpoint_step(&dir), end);
+    let csv = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+    let steps: Vec<u64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=end).collect::<Vec<_>>());
+}
