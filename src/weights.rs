@@ -145,6 +145,14 @@ pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
             model,
         });
     }
+    // Bounded before anyone downloads it: 4 bytes a parameter at most, plus burnpack's header.
+    let most = model.saturating_mul(4).saturating_add(1 << 20);
+    if manifest.weights.bytes > most {
+        return Err(WeightsError::Manifest(format!(
+            "weights.bytes is {}, allowed at most {most} for {model} parameters",
+            manifest.weights.bytes
+        )));
+    }
     Ok(manifest)
 }
 

@@ -187,7 +187,12 @@ fn hostile_manifest_numbers_are_refused_before_anything_is_built() {
     .unwrap();
     let base: serde_json::Value = serde_json::from_str(&shipped).unwrap();
     parse_manifest(&shipped).expect("the shipped manifest is valid");
-    let cases: [(&[&str], serde_json::Value, &str); 9] = [
+    let cases: [(&[&str], serde_json::Value, &str); 10] = [
+        (
+            &["weights", "bytes"],
+            serde_json::json!(1_000_000_000_000u64),
+            "weights.bytes",
+        ),
         (
             &["model", "num_classes"],
             serde_json::json!(1_000_000_000_000u64),
