@@ -90,6 +90,28 @@ pub struct GenerationRequest {
     pub guidance: f32,
 }
 
+/// The largest guidance scale accepted, far past any use (w = 2 already draws prototypes).
+pub const MAX_GUIDANCE: f32 = 20.0;
+/// The most images one generation holds at once (a batch of the U-Net, twice that with guidance).
+pub const MAX_COUNT: usize = 4096;
+
+impl GenerationRequest {
+    /// Checks settings from the command line or the page before anything is allocated; a
+    /// refusal names the setting, the value and the range.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_COUNT).contains(&self.count) {
+            return Err(format!("count is {}, allowed 1 to {MAX_COUNT}", self.count));
+        }
+        if !(self.guidance.is_finite() && (0.0..=MAX_GUIDANCE).contains(&self.guidance)) {
+            return Err(format!(
+                "guidance is {}, allowed 0 to {MAX_GUIDANCE}",
+                self.guidance
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A reverse process in progress.
 pub struct Generation {
     sampler: Sampler,

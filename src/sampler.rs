@@ -45,7 +45,7 @@ pub struct StepOutput {
 pub enum SamplerError {
     TooManySteps { steps: usize, timesteps: usize },
     NoSteps,
-    NegativeEta(f64),
+    EtaOutOfRange(f64),
     UnknownTimestep(usize),
 }
 
@@ -56,7 +56,10 @@ impl std::fmt::Display for SamplerError {
                 write!(f, "DDIM needs at most T = {timesteps} steps, got {steps}")
             }
             Self::NoSteps => write!(f, "a sampler needs at least one step"),
-            Self::NegativeEta(eta) => write!(f, "DDIM's eta must be >= 0, got {eta}"),
+            Self::EtaOutOfRange(eta) => write!(
+                f,
+                "DDIM's eta is {eta}, allowed 0 (deterministic) to 1 (DDPM's variance)"
+            ),
             Self::UnknownTimestep(t) => {
                 write!(f, "timestep {t} is not one of this sampler's timesteps")
             }
@@ -91,8 +94,8 @@ impl Sampler {
                         timesteps: t_max,
                     });
                 }
-                if eta.is_nan() || eta < 0.0 {
-                    return Err(SamplerError::NegativeEta(eta));
+                if !(0.0..=1.0).contains(&eta) {
+                    return Err(SamplerError::EtaOutOfRange(eta));
                 }
                 // Evenly spaced ("leading" spacing): 0, T/S, 2T/S, … run backwards.
                 (0..steps).rev().map(|i| i * t_max / steps).collect()

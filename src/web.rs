@@ -197,6 +197,7 @@ impl Denoiser {
             digits,
             guidance,
         };
+        request.validate().map_err(|e| JsError::new(&e))?;
         let generation = Generation::new(sampler, &request, &inner.device);
         let total = generation.total_steps() as u32;
         inner.generation = Some(generation);

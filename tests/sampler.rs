@@ -198,8 +198,14 @@ fn sampler_errors_are_precise() {
             }
         )
         .unwrap_err(),
-        SamplerError::NegativeEta(_)
+        SamplerError::EtaOutOfRange(_)
     ));
+    for eta in [1.5, 1e300, f64::NAN] {
+        assert!(matches!(
+            Sampler::new(schedule(), SamplerKind::Ddim { steps: 10, eta }).unwrap_err(),
+            SamplerError::EtaOutOfRange(_)
+        ));
+    }
     let ddim = Sampler::new(
         schedule(),
         SamplerKind::Ddim {
@@ -270,4 +276,56 @@ fn digits_are_checked_against_the_model_classes() {
         })
     );
     assert!(Digits::Mixed.check(5).is_err());
+}
+
+#[test]
+fn generation_settings_out_of_range_are_refused_naming_the_setting() {
+    use gendi::pipeline::{Digits, GenerationRequest};
+    let ok = GenerationRequest {
+        count: 16,
+        seed: 1,
+        digits: Digits::Mixed,
+        guidance: 1.0,
+    };
+    assert!(ok.validate().is_ok());
+    for (request, named) in [
+        (
+            GenerationRequest {
+                count: 0,
+                ..ok.clone()
+            },
+            "count",
+        ),
+        (
+            GenerationRequest {
+                count: 1 << 40,
+                ..ok.clone()
+            },
+            "count",
+        ),
+        (
+            GenerationRequest {
+                guidance: -0.5,
+                ..ok.clone()
+            },
+            "guidance",
+        ),
+        (
+            GenerationRequest {
+                guidance: f32::NAN,
+                ..ok.clone()
+            },
+            "guidance",
+        ),
+        (
+            GenerationRequest {
+                guidance: 1e30,
+                ..ok.clone()
+            },
+            "guidance",
+        ),
+    ] {
+        let err = request.validate().unwrap_err();
+        assert!(err.contains(named), "{err}");
+    }
 }

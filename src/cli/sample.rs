@@ -123,6 +123,7 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
         digits,
         guidance: args.guidance,
     };
+    request.validate()?;
     let mut generation = Generation::new(sampler, &request, &device);
     let total = generation.total_steps();
     let bar = indicatif::ProgressBar::new(total as u64);
@@ -252,6 +253,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
         digits: args.digit,
         guidance: args.guidance,
     };
+    request.validate()?;
     let mut generation = Generation::new(sampler, &request, &device);
     let mut steps = Vec::new();
     for _ in 0..args.record.min(timesteps.len()) {

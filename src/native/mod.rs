@@ -55,6 +55,7 @@ pub fn generate_images(
             digits,
             guidance,
         };
+        request.validate()?;
         let mut generation = Generation::new(sampler.clone(), &request, device);
         while generation.step(model).map_err(|e| e.to_string())?.is_some() {
             on_step();
