@@ -158,25 +158,27 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
 /// Per-thread buffers for a group of images: their unrolled inputs side by side
 /// (`[rows, images·pixels]`), and the GEMM's `[C_out, images·pixels]` result or operand.
 struct Scratch {
-    col: Vec<f32>,
-    product: Vec<f32>,
+    col: parallel::Scratch,
+    product: parallel::Scratch,
 }
 
 impl Scratch {
     fn new(shape: &Conv2dShape, group: usize) -> Self {
         let columns = group * shape.out_pixels();
         let unrolled = group > 1 || !shape.is_pointwise();
+        let col = if unrolled {
+            shape.col_rows() * columns
+        } else {
+            0
+        };
+        let product = if group > 1 {
+            shape.channels_out * columns
+        } else {
+            0
+        };
         Self {
-            col: if unrolled {
-                vec![0f32; shape.col_rows() * columns]
-            } else {
-                Vec::new()
-            },
-            product: if group > 1 {
-                vec![0f32; shape.channels_out * columns]
-            } else {
-                Vec::new()
-            },
+            col: parallel::Scratch::new(col),
+            product: parallel::Scratch::new(product),
         }
     }
 }
@@ -228,14 +230,14 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         weight: Vec<f32>,
         bias: Vec<f32>,
         scratch: Scratch,
-        dcol: Vec<f32>,
+        dcol: parallel::Scratch,
     }
     let init = || {
         let scratch = Scratch::new(shape, group);
         Partial {
             weight: vec![0f32; shape.weight_len()],
             bias: vec![0f32; cout],
-            dcol: vec![0f32; rows * group * pixels],
+            dcol: parallel::Scratch::new(rows * group * pixels),
             scratch,
         }
     };
@@ -266,7 +268,7 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
             for (sum, row) in partial.bias.iter_mut().zip(dy_matrix.chunks(columns)) {
                 *sum += row.iter().sum::<f32>();
             }
-            let product = std::mem::take(&mut partial.scratch.product);
+            let product = &partial.scratch.product;
             let dy_matrix = if images == 1 {
                 dy
             } else {
@@ -306,7 +308,6 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
                     col2im(shape, &partial.dcol, columns, i * pixels, dx_image);
                 }
             }
-            partial.scratch.product = product;
         },
         |mut a, b| {
             add_into(&mut a.weight, &b.weight);

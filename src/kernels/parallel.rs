@@ -73,3 +73,50 @@ pub fn threads() -> usize {
         1
     }
 }
+
+std::thread_local! {
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A per-thread scratch buffer, handed back to its thread's pool when dropped, so that the
+/// kernels' large temporaries (unrolled images, products) are neither allocated nor zeroed on
+/// every call. Its contents are whatever the last user left: callers overwrite what they read.
+pub struct Scratch(Vec<f32>);
+
+impl Scratch {
+    pub fn new(len: usize) -> Self {
+        let mut buffer = POOL
+            .with(|pool| pool.borrow_mut().pop())
+            .unwrap_or_default();
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        Self(buffer)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.0);
+        // A handful per thread is all the kernels hold at once.
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < 8 {
+                pool.push(buffer);
+            }
+        });
+    }
+}
