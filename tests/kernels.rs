@@ -307,3 +307,64 @@ fn burn_ops_path_matches_burn() {
     use_gendi_kernels(true);
     result.unwrap();
 }
+
+/// Nearest ×2 upsampling then a 3×3 convolution, as four 2×2 convolutions, against burn's
+/// convolution of the explicitly upsampled image: output and the x, weight and bias gradients.
+fn check_upsample(batch: usize, channels_in: usize, channels_out: usize, size: [usize; 2]) {
+    use gendi::kernels::upsample::upsample_nearest;
+    use gendi::kernels::upsample_conv3x3;
+    let device = common::device().autodiff();
+    let case = Case {
+        batch,
+        channels_in,
+        channels_out,
+        size: [0, 0],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    };
+    let conv = layer(&case, &device);
+    let [h, w] = size;
+    let x = Tensor::<4>::random(
+        [batch, channels_in, h, w],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .require_grad();
+    let weight = conv.weight.val().require_grad();
+    let bias = conv.bias.as_ref().unwrap().val().require_grad();
+    let tracked = Conv2d {
+        weight: Param::from_tensor(weight.clone()),
+        bias: Some(Param::from_tensor(bias.clone())),
+        ..conv.clone()
+    };
+    let ours = upsample_conv3x3(&tracked, x.clone());
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let reference = burn::tensor::module::conv2d(
+        upsample_nearest(x.clone()),
+        weight.clone(),
+        Some(bias.clone()),
+        options,
+    );
+    assert_eq!(ours.dims(), [batch, channels_out, 2 * h, 2 * w]);
+    let (grads_ours, grads_ref) = outputs_and_input_grads_agree(ours, reference, &x);
+    assert_close(
+        "weight gradient",
+        weight.grad(&grads_ours).unwrap(),
+        weight.grad(&grads_ref).unwrap(),
+    );
+    let bias_grad = |grads| bias.grad(grads).unwrap().reshape([1, 1, 1, channels_out]);
+    assert_close(
+        "bias gradient",
+        bias_grad(&grads_ours),
+        bias_grad(&grads_ref),
+    );
+}
+
+#[test]
+fn upsample_conv_as_four_phases_matches_conv_of_the_upsampled_image() {
+    check_upsample(2, 96, 96, [7, 7]);
+    check_upsample(16, 64, 64, [14, 14]);
+    check_upsample(1, 3, 5, [5, 4]);
+    check_upsample(3, 2, 7, [1, 1]);
+}

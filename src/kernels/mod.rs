@@ -8,8 +8,9 @@
 //! - under autodiff (training) [`autodiff`] records one backward step that calls the backend's
 //!   fused backward.
 //!
-//! One file per op family: [`conv`], [`norm`] (GroupNorm with SiLU fused). The GEMM and the threading loops live apart from them
-//! ([`matmul`], [`parallel`]).
+//! One file per op family: [`conv`], [`norm`] (GroupNorm with SiLU fused), `upsample` (nearest
+//! ×2 then a 3×3 convolution, as four 2×2 convolutions). The GEMM and the threading loops live
+//! apart from them ([`matmul`], [`parallel`]).
 
 #[cfg(not(target_family = "wasm"))]
 mod autodiff;
@@ -21,6 +22,9 @@ mod matmul;
 pub use matmul::{gemm_flops, measure_peak_gflops};
 pub mod norm;
 mod parallel;
+pub mod upsample;
+
+pub use upsample::upsample_conv3x3;
 mod simd;
 
 use burn::backend::ops::ConvOptions;
@@ -127,9 +131,24 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         conv.dilation,
         conv.groups,
     );
+    conv2d_tensors(x, conv.weight.val(), bias, options)
+}
+
+/// A convolution with bias from its tensors, through [`KernelBackend`].
+///
+/// # Shapes
+///   - x: [batch, channels_in, height, width]
+///   - weight: [channels_out, channels_in, kernel_h, kernel_w]
+///   - bias: [channels_out]
+pub fn conv2d_tensors(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
     let output = <Dispatch as KernelBackend>::conv2d_with_bias(
         x.into_dispatch(),
-        conv.weight.val().into_dispatch(),
+        weight.into_dispatch(),
         bias.into_dispatch(),
         options,
     );

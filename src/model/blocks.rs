@@ -9,7 +9,7 @@ use burn::nn::{
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::kernels::{conv2d, group_norm, group_norm_silu};
+use crate::kernels::{conv2d, group_norm, group_norm_silu, upsample_conv3x3};
 
 /// A 3×3 convolution that keeps the spatial size.
 pub fn conv3x3(channels_in: usize, channels_out: usize, device: &Device) -> Conv2d {
@@ -186,11 +186,6 @@ impl Upsample {
 
     /// [B, C, H, W] → [B, C, 2H, 2W]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [batch, channels, height, width] = x.dims();
-        let doubled = x
-            .reshape([batch, channels, height, 1, width, 1])
-            .expand([batch, channels, height, 2, width, 2])
-            .reshape([batch, channels, 2 * height, 2 * width]);
-        conv2d(&self.conv, doubled)
+        upsample_conv3x3(&self.conv, x)
     }
 }
