@@ -139,7 +139,7 @@ fn a_full_disk_at_a_checkpoint_is_a_clear_error_and_the_last_checkpoint_still_lo
         "a failed checkpoint was not an error"
     );
     assert!(
-        stderr.contains("No space left on device") && stderr.contains("checkpoint"),
+        stderr.contains("No space left on device") && stderr.contains("previous checkpoint"),
         "the error does not say what failed: {stderr}"
     );
     assert_eq!(

@@ -38,6 +38,8 @@ pub struct Checkpoint {
 pub enum CheckpointError {
     Missing(PathBuf),
     Io(PathBuf, std::io::Error),
+    /// Writing failed (a full disk, say); the file at the path, if any, is untouched.
+    Write(PathBuf, std::io::Error),
     Corrupt(PathBuf, String),
 }
 
@@ -49,7 +51,12 @@ impl std::fmt::Display for CheckpointError {
                 "no checkpoint at {} (train first, or pass --checkpoint)",
                 p.display()
             ),
-            Self::Io(p, e) => write!(f, "cannot read or write checkpoint {}: {e}", p.display()),
+            Self::Io(p, e) => write!(f, "cannot read checkpoint {}: {e}", p.display()),
+            Self::Write(p, e) => write!(
+                f,
+                "cannot write checkpoint {}: {e} (the previous checkpoint there, if any, is kept: free some space and resume)",
+                p.display()
+            ),
             Self::Corrupt(p, m) => write!(
                 f,
                 "checkpoint {} is corrupted or truncated: {m}",
@@ -64,7 +71,7 @@ impl std::error::Error for CheckpointError {}
 impl Checkpoint {
     /// Writes atomically: a temporary file beside `path`, fsync, rename.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let io = |e| CheckpointError::Io(path.to_path_buf(), e);
+        let io = |e| CheckpointError::Write(path.to_path_buf(), e);
         let state =
             serde_json::to_vec_pretty(&self.state).map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = path.with_extension("tmp");
