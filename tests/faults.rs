@@ -47,6 +47,15 @@ fn train(dir: &Path, steps: u64) -> Command {
     command
 }
 
+/// The step column of the run's loss.csv.
+fn logged_steps(dir: &Path) -> Vec<u64> {
+    let csv = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|line| line.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
 fn checkpoint_step(dir: &Path) -> u64 {
     match Checkpoint::load(&dir.join("checkpoint.gendi")) {
         Ok(checkpoint) => checkpoint.state.step,
@@ -63,12 +72,16 @@ fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once()
     let dir = run_dir("sigkill");
     let mut rng = NoiseRng::new(2026);
     let mut kills = 0;
+    // Kills that found no new checkpoint in a row: each widens the next window by a second, so a
+    // slow (shared, loaded) machine still makes progress.
+    let mut stalled = 0u64;
     let started = Instant::now();
     loop {
         let before = checkpoint_step(&dir);
         let mut child = train(&dir, STEPS).spawn().expect("gendi runs");
         // Kill at a random moment: during start-up, a step, or a checkpoint write.
-        let deadline = Instant::now() + Duration::from_millis(150 + rng.below(900) as u64);
+        let window = 150 + rng.below(900) as u64 + 1000 * stalled;
+        let deadline = Instant::now() + Duration::from_millis(window);
         let mut finished = None;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
@@ -94,6 +107,7 @@ fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once()
             }
         }
         let after = checkpoint_step(&dir);
+        stalled = if after > before { 0 } else { stalled + 1 };
         assert!(
             after >= before,
             "a kill lost a checkpoint: {before} -> {after}"
@@ -108,14 +122,8 @@ fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once()
         "the run finished before it could be killed often ({kills} kills)"
     );
     assert_eq!(checkpoint_step(&dir), STEPS);
-    let csv = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
-    let steps: Vec<u64> = csv
-        .lines()
-        .skip(1)
-        .map(|line| line.split(',').next().unwrap().parse().unwrap())
-        .collect();
     assert_eq!(
-        steps,
+        logged_steps(&dir),
         (1..=STEPS).collect::<Vec<_>>(),
         "loss.csv after {kills} kills"
     );
@@ -157,11 +165,5 @@ fn a_full_disk_at_a_checkpoint_is_a_clear_error_and_the_last_checkpoint_still_lo
     );
     let end = STEPS + 2 * CHECKPOINT_EVERY;
     assert_eq!(checkpoint_step(&dir), end);
-    let csv = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
-    let steps: Vec<u64> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').next().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(steps, (1..=end).collect::<Vec<_>>());
+    assert_eq!(logged_steps(&dir), (1..=end).collect::<Vec<_>>());
 }

@@ -56,6 +56,23 @@ fn outputs_and_input_grads_agree(
     (grads_ours, grads_ref)
 }
 
+/// A standard-normal input whose gradient is tracked.
+fn tracked_input(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device).require_grad()
+}
+
+/// The layer with its weight and bias tracked, and those two tensors (to read their gradients).
+fn tracked(conv: &Conv2d) -> (Conv2d, Tensor<4>, Tensor<1>) {
+    let weight = conv.weight.val().require_grad();
+    let bias = conv.bias.as_ref().unwrap().val().require_grad();
+    let layer = Conv2d {
+        weight: Param::from_tensor(weight.clone()),
+        bias: Some(Param::from_tensor(bias.clone())),
+        ..conv.clone()
+    };
+    (layer, weight, bias)
+}
+
 fn layer(case: &Case, device: &Device) -> Conv2d {
     let p = case.padding;
     let mut conv = Conv2dConfig::new([case.channels_in, case.channels_out], [case.kernel; 2])
@@ -78,19 +95,8 @@ fn check(case: Case) {
     let device = common::device().autodiff();
     let conv = layer(&case, &device);
     let [h, w] = case.size;
-    let x = Tensor::<4>::random(
-        [case.batch, case.channels_in, h, w],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    )
-    .require_grad();
-    let weight = conv.weight.val().require_grad();
-    let bias = conv.bias.as_ref().unwrap().val().require_grad();
-    let ours_layer = Conv2d {
-        weight: Param::from_tensor(weight.clone()),
-        bias: Some(Param::from_tensor(bias.clone())),
-        ..conv.clone()
-    };
+    let x = tracked_input([case.batch, case.channels_in, h, w], &device);
+    let (ours_layer, weight, bias) = tracked(&conv);
 
     let ours = conv2d(&ours_layer, x.clone());
     let p = case.padding;
@@ -325,19 +331,8 @@ fn check_upsample(batch: usize, channels_in: usize, channels_out: usize, size: [
     };
     let conv = layer(&case, &device);
     let [h, w] = size;
-    let x = Tensor::<4>::random(
-        [batch, channels_in, h, w],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    )
-    .require_grad();
-    let weight = conv.weight.val().require_grad();
-    let bias = conv.bias.as_ref().unwrap().val().require_grad();
-    let tracked = Conv2d {
-        weight: Param::from_tensor(weight.clone()),
-        bias: Some(Param::from_tensor(bias.clone())),
-        ..conv.clone()
-    };
+    let x = tracked_input([batch, channels_in, h, w], &device);
+    let (tracked, weight, bias) = tracked(&conv);
     let ours = upsample_conv3x3(&tracked, x.clone());
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
     let reference = burn::tensor::module::conv2d(
