@@ -159,14 +159,12 @@ impl UNetConfig {
                 self.dropout
             ));
         }
-        let parameters = self
-            .parameter_count()
-            .filter(|&count| count <= MAX_PARAMETERS)
-            .ok_or_else(|| {
-                format!("the model has more than {MAX_PARAMETERS} parameters, this build's limit")
-            })?;
-        debug_assert!(parameters > 0);
-        Ok(())
+        match self.parameter_count() {
+            Some(count) if count <= MAX_PARAMETERS => Ok(()),
+            _ => Err(format!(
+                "the model has more than {MAX_PARAMETERS} parameters, this build's limit"
+            )),
+        }
     }
 
     /// The number of parameters `init` would create, computed from the config alone with checked
