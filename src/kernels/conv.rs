@@ -142,13 +142,7 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
                 threads,
             );
             if images > 1 {
-                // [C_out, images·pixels] → images × [C_out, pixels]
-                for (i, image) in out.chunks_mut(shape.out_len()).enumerate() {
-                    for (co, dst) in image.chunks_mut(pixels).enumerate() {
-                        let src = co * columns + i * pixels;
-                        dst.copy_from_slice(&scratch.product[src..src + pixels]);
-                    }
-                }
+                from_side_by_side(&scratch.product[..cout * columns], columns, pixels, out);
             }
         },
     );
@@ -253,27 +247,18 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
             let x = &x[first * shape.in_len()..(first + images) * shape.in_len()];
             let dy = &dy[first * shape.out_len()..(first + images) * shape.out_len()];
             // dY of the group as one [C_out, images·pixels] matrix.
+            if images > 1 {
+                let matrix = &mut partial.scratch.product[..cout * columns];
+                to_side_by_side(dy, shape.out_len(), columns, pixels, matrix);
+            }
             let dy_matrix: &[f32] = if images == 1 {
                 dy
             } else {
-                let matrix = &mut partial.scratch.product[..cout * columns];
-                for (i, image) in dy.chunks(shape.out_len()).enumerate() {
-                    for (co, src) in image.chunks(pixels).enumerate() {
-                        let dst = co * columns + i * pixels;
-                        matrix[dst..dst + pixels].copy_from_slice(src);
-                    }
-                }
-                matrix
+                &partial.scratch.product[..cout * columns]
             };
             for (sum, row) in partial.bias.iter_mut().zip(dy_matrix.chunks(columns)) {
                 *sum += row.iter().sum::<f32>();
             }
-            let product = &partial.scratch.product;
-            let dy_matrix = if images == 1 {
-                dy
-            } else {
-                &product[..cout * columns]
-            };
             let (col, col_stride) = unroll(shape, x, images, &mut partial.scratch.col);
             // dW += dY · colᵀ: [C_out, images·pixels] · [images·pixels, rows]
             gemm(
@@ -319,6 +304,35 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         x: dx,
         weight: sums.weight,
         bias: sums.bias,
+    }
+}
+
+/// Images `[C, pixels]` (each `image_len` long) → one `[C, columns]` matrix, image i in columns
+/// `i·pixels..(i + 1)·pixels`: the layout one GEMM takes for a group of images.
+fn to_side_by_side(
+    images: &[f32],
+    image_len: usize,
+    columns: usize,
+    pixels: usize,
+    matrix: &mut [f32],
+) {
+    for (i, image) in images.chunks(image_len).enumerate() {
+        for (c, src) in image.chunks(pixels).enumerate() {
+            let dst = c * columns + i * pixels;
+            matrix[dst..dst + pixels].copy_from_slice(src);
+        }
+    }
+}
+
+/// The inverse of [`to_side_by_side`]: `images` is cut into images of `matrix.len() / columns`
+/// channels.
+fn from_side_by_side(matrix: &[f32], columns: usize, pixels: usize, images: &mut [f32]) {
+    let image_len = matrix.len() / columns * pixels;
+    for (i, image) in images.chunks_mut(image_len).enumerate() {
+        for (c, dst) in image.chunks_mut(pixels).enumerate() {
+            let src = c * columns + i * pixels;
+            dst.copy_from_slice(&matrix[src..src + pixels]);
+        }
     }
 }
 
