@@ -145,10 +145,17 @@ fn kernel_shape(
 }
 
 /// The tensor's values as a contiguous f32 slice (copied only when it is strided).
+/// The tensor's f32 values, in a contiguous copy only when it is strided (one copy, kept for the
+/// kernel's whole call).
 fn f32s(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     match tensor.as_slice::<f32>() {
         Some(slice) => slice.into(),
-        None => tensor.to_contiguous().storage::<f32>().to_vec().into(),
+        None => tensor
+            .to_contiguous()
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("an f32 tensor")
+            .into(),
     }
 }
 
