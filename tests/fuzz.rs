@@ -124,11 +124,7 @@ fn fuzz(
 
 #[test]
 fn manifest_parser_survives_mutated_manifests() {
-    let shipped = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/www/weights/manifest.json"
-    ))
-    .unwrap();
+    let shipped = common::shipped_manifest().into_bytes();
     let json: serde_json::Value = serde_json::from_slice(&shipped).unwrap();
     fuzz(
         "manifest",

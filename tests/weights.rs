@@ -180,11 +180,7 @@ fn a_missing_manifest_is_an_error_that_names_the_file() {
 /// naming the field.
 #[test]
 fn hostile_manifest_numbers_are_refused_before_anything_is_built() {
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/www/weights/manifest.json"
-    ))
-    .unwrap();
+    let shipped = common::shipped_manifest();
     let base: serde_json::Value = serde_json::from_str(&shipped).unwrap();
     parse_manifest(&shipped).expect("the shipped manifest is valid");
     let cases: [(&[&str], serde_json::Value, &str); 10] = [

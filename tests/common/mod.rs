@@ -34,3 +34,12 @@ pub fn mnist_dir() -> std::path::PathBuf {
     );
     dir
 }
+
+/// The shipped `www/weights/manifest.json`, as text.
+pub fn shipped_manifest() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/www/weights/manifest.json"
+    ))
+    .expect("the shipped manifest is in www/weights/")
+}
