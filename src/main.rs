@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use gendi::data;
 
-use cli::eval::EvalArgs;
+use cli::eval::{ClassifyArgs, EvalArgs};
 use cli::sample::{ForwardArgs, ReferenceArgs, SampleArgs};
 use cli::train::TrainArgs;
 use cli::{BenchArgs, ExportArgs, LossArgs};
@@ -53,6 +53,9 @@ enum Command {
     /// classifier's features, its confidence, the class histogram, per-digit accuracy; with the
     /// same figures for real training images as the floor.
     Eval(EvalArgs),
+    /// Read digits from 28×28 PNGs (white ink on black, like MNIST) with the evaluation
+    /// classifier: prints each file's digit and confidence.
+    Classify(ClassifyArgs),
     /// Write x_t after each of the first reverse steps as JSON: the reference the browser tests
     /// compare the page's WebGPU and CPU backends against.
     Reference(ReferenceArgs),
@@ -91,6 +94,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Export(args) => cli::run_export(args),
         Command::Reference(args) => cli::sample::reference(args),
         Command::Eval(args) => cli::eval::run(args),
+        Command::Classify(args) => cli::eval::classify(args),
         Command::Bench(args) => cli::run_bench(args),
         Command::Loss(args) => cli::run_loss(args),
     }

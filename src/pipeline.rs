@@ -8,6 +8,7 @@ use crate::data::{DIGITS, IMAGE_SIDE};
 use crate::model::UNet;
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerError, StepOutput, guide};
+use crate::schedule::NoiseSchedule;
 
 /// The guidance scale w used when none is given (the page's slider starts here too). Measured on
 /// the step-3,500 weights, 200 per-digit samples: w = 0.5 / 1 / 2 keep 97.5% / 99.0% / 100% of
@@ -112,6 +113,14 @@ impl GenerationRequest {
     }
 }
 
+/// x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε of `image` with the ε that `seed` starts a generation from: what
+/// [`Generation::from_image`] starts from, for showing the forward process as t moves.
+pub fn noised(schedule: &NoiseSchedule, image: Tensor<4>, seed: u64, t: usize) -> Tensor<4> {
+    let noise = NoiseRng::new(seed).normal_tensor(image.dims(), &image.device());
+    let count = image.dims()[0];
+    schedule.add_noise(image, noise, &vec![t; count])
+}
+
 /// A reverse process in progress.
 pub struct Generation {
     sampler: Sampler,
@@ -122,8 +131,6 @@ pub struct Generation {
     guidance: f32,
     sample: Tensor<4>,
     rng: NoiseRng,
-    /// Index into the sampler's timesteps of the next step.
-    next: usize,
 }
 
 impl Generation {
@@ -147,25 +154,47 @@ impl Generation {
             guidance,
             sample,
             rng,
-            next: 0,
         }
     }
 
+    /// SDEdit (Meng et al. 2022): the reverse process from `image` (x_0: `request.count` images,
+    /// (N, 1, 28, 28) in [−1, 1]) noised to the sampler's first timestep at or below `t`, with
+    /// the seed's ε (the noise [`new`](Self::new) starts from; see [`noised`]). The rest of the
+    /// steps then redraw what that much noise hid.
+    pub fn from_image(
+        sampler: Sampler,
+        request: &GenerationRequest,
+        image: Tensor<4>,
+        t: usize,
+    ) -> Self {
+        let mut generation = Self::new(sampler.starting_at(t), request, &image.device());
+        generation.sample = match generation.next_timestep() {
+            Some(start) => generation.sampler.schedule().add_noise(
+                image,
+                generation.sample.clone(),
+                &vec![start; request.count],
+            ),
+            // Below the sampler's last timestep: nothing to redraw.
+            None => image,
+        };
+        generation
+    }
+
     pub fn total_steps(&self) -> usize {
-        self.sampler.timesteps().len()
+        self.sampler.total_steps()
     }
 
     pub fn steps_done(&self) -> usize {
-        self.next
+        self.sampler.steps_done()
     }
 
     pub fn is_done(&self) -> bool {
-        self.next >= self.total_steps()
+        self.sampler.is_done()
     }
 
-    /// The timestep the next step starts from, if any remain.
+    /// The timestep of the next step's model evaluation, if any remain.
     pub fn next_timestep(&self) -> Option<usize> {
-        self.sampler.timesteps().get(self.next).copied()
+        self.sampler.next_timestep()
     }
 
     /// The current x_t (the final images once [`is_done`](Self::is_done)).
@@ -190,11 +219,8 @@ impl Generation {
         } else {
             model.forward(self.sample.clone(), &timesteps, &self.labels)
         };
-        let output = self
-            .sampler
-            .step_at(self.next, eps, self.sample.clone(), &mut self.rng);
+        let output = self.sampler.step(eps, self.sample.clone(), &mut self.rng)?;
         self.sample = output.prev_sample.clone();
-        self.next += 1;
         Ok(Some(output))
     }
 }

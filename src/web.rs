@@ -5,16 +5,44 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use crate::data::to_pixels;
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, normalize_to_neg_one_to_one, to_pixels};
 use crate::model::UNet;
-use crate::pipeline::{Digits, Generation, GenerationRequest};
-use crate::sampler::{DdpmVariance, Sampler, SamplerKind};
+use crate::pipeline::{Digits, Generation, GenerationRequest, noised};
+use crate::sampler::{Sampler, SamplerKind};
 use crate::schedule::NoiseSchedule;
 use crate::weights::{self, Manifest};
+
+/// What [`Denoiser::start`] takes from the page.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartOptions {
+    count: u32,
+    /// A JS number: a whole number up to 2^53 − 1.
+    seed: f64,
+    /// 0–9, [`MIXED_DIGITS`] or [`UNCONDITIONAL`].
+    digit: i32,
+    guidance: f32,
+    /// `{ kind: "ddim", steps, eta }`, `{ kind: "dpm-solver", steps }`, `{ kind: "ddpm" }`, …:
+    /// the shared [`SamplerKind`], checked by [`Sampler::new`].
+    sampler: SamplerKind,
+    /// Start from this image noised to `t` instead of from pure noise (SDEdit).
+    #[serde(default)]
+    from: Option<StartImage>,
+}
+
+/// A drawing or a real digit to start the reverse process from.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartImage {
+    /// 28 × 28 8-bit pixels, row by row (0 black background, 255 ink).
+    pixels: Vec<u8>,
+    /// The noise level to start from, 0 ≤ t < T.
+    t: usize,
+}
 
 /// `digit` for [`Denoiser::start`]: no label (the unconditional model, no guidance).
 pub const UNCONDITIONAL: i32 = -1;
@@ -130,39 +158,30 @@ impl Denoiser {
         self.adapter.clone()
     }
 
-    /// Starts a new reverse process. `digit`: 0–9 draws that digit, [`MIXED_DIGITS`] (−2) a mix
-    /// of all ten, both with guidance; [`UNCONDITIONAL`] (−1) draws without a label.
-    /// `sampler` is "ddpm" or "ddim".
+    /// Starts a new reverse process with the page's [`StartOptions`], e.g.
+    /// `{ count: 16, seed: 7, digit: -2, guidance: 1, sampler: { kind: "dpm-solver", steps: 20 } }`.
     /// Returns the number of steps it will take.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        &self,
-        count: u32,
-        seed: f64,
-        digit: i32,
-        guidance: f32,
-        sampler: &str,
-        steps: u32,
-        eta: f64,
-    ) -> Result<u32, JsError> {
+    pub fn start(&self, options: JsValue) -> Result<u32, JsError> {
+        let options: StartOptions = serde_wasm_bindgen::from_value(options)
+            .map_err(|e| JsError::new(&format!("the generation options: {e}")))?;
         let mut inner = self
             .inner
             .try_borrow_mut()
             .map_err(|_| JsError::new("a step is still running"))?;
+        let StartOptions {
+            count,
+            seed,
+            digit,
+            guidance,
+            sampler: kind,
+            from,
+        } = options;
         if !(1..=64).contains(&count) {
             return Err(JsError::new(
                 "the number of digits must be between 1 and 64",
             ));
         }
-        if !(seed.is_finite()
-            && seed >= 0.0
-            && seed.fract() == 0.0
-            && seed <= 9_007_199_254_740_991.0)
-        {
-            return Err(JsError::new(
-                "the seed must be a whole number between 0 and 2^53 - 1",
-            ));
-        }
+        let seed = seed_from(seed)?;
         let digits = match digit {
             UNCONDITIONAL => Digits::Unconditional,
             MIXED_DIGITS => Digits::Mixed,
@@ -172,36 +191,61 @@ impl Denoiser {
         digits
             .check(inner.manifest.model.num_classes)
             .map_err(|e| JsError::new(&e.to_string()))?;
-        if !guidance.is_finite() || guidance < 0.0 {
-            return Err(JsError::new("the guidance scale must be a number >= 0"));
-        }
-        let kind = match sampler {
-            "ddpm" => SamplerKind::Ddpm {
-                variance: DdpmVariance::PosteriorBeta,
-            },
-            "ddim" => SamplerKind::Ddim {
-                steps: steps as usize,
-                eta,
-            },
-            other => {
-                return Err(JsError::new(&format!(
-                    "unknown sampler {other:?}: use \"ddpm\" or \"ddim\""
-                )));
-            }
-        };
         let sampler = Sampler::new(NoiseSchedule::new(inner.manifest.schedule), kind)
             .map_err(|e| JsError::new(&e.to_string()))?;
         let request = GenerationRequest {
             count: count as usize,
-            seed: seed as u64,
+            seed,
             digits,
             guidance,
         };
         request.validate().map_err(|e| JsError::new(&e))?;
-        let generation = Generation::new(sampler, &request, &inner.device);
+        let generation = match from {
+            Some(StartImage { pixels, t }) => {
+                let timesteps = inner.manifest.schedule.timesteps;
+                if t >= timesteps {
+                    return Err(JsError::new(&format!(
+                        "the starting noise level t is {t}, allowed 0 to {}",
+                        timesteps - 1
+                    )));
+                }
+                let image = image_tensor(&pixels, count as usize, &inner.device)?;
+                Generation::from_image(sampler, &request, image, t)
+            }
+            None => Generation::new(sampler, &request, &inner.device),
+        };
         let total = generation.total_steps() as u32;
         inner.generation = Some(generation);
         Ok(total)
+    }
+
+    /// The forward process for the noise-level slider: `pixels` (28 × 28, 8-bit) noised to `t`
+    /// with the ε that a generation seeded `seed` starts from, as `{ xt, sqrtAlphaBar, snr }`
+    /// (`snr` = ᾱ_t/(1 − ᾱ_t)). Computed on the CPU: it is one small image.
+    pub fn noised(&self, pixels: Vec<u8>, t: u32, seed: f64) -> Result<JsValue, JsError> {
+        let inner = self
+            .inner
+            .try_borrow()
+            .map_err(|_| JsError::new("a step is still running"))?;
+        let schedule = NoiseSchedule::new(inner.manifest.schedule);
+        let t = t as usize;
+        if t >= schedule.len() {
+            return Err(JsError::new(&format!(
+                "t is {t}, allowed 0 to {}",
+                schedule.len() - 1
+            )));
+        }
+        let image = image_tensor(&pixels, 1, &Device::flex())?;
+        let xt = noised(&schedule, image, seed_from(seed)?, t)
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| JsError::new(&format!("{e:?}")))?;
+        let alpha_bar = schedule.alphas_cumprod[t];
+        let info = Object::new();
+        set(&info, "xt", Uint8Array::from(to_pixels(&xt).as_slice()));
+        set(&info, "sqrtAlphaBar", alpha_bar.sqrt());
+        set(&info, "snr", alpha_bar / (1.0 - alpha_bar));
+        Ok(info.into())
     }
 
     /// Runs one reverse step. Resolves to `{ t, step, total, xt, x0 }` with `xt`, `x0` as 8-bit
@@ -236,6 +280,36 @@ impl Denoiser {
             Ok(frame.into())
         })
     }
+}
+
+/// A seed from JavaScript: a whole number that a double holds exactly.
+fn seed_from(seed: f64) -> Result<u64, JsError> {
+    if seed.is_finite() && seed >= 0.0 && seed.fract() == 0.0 && seed <= 9_007_199_254_740_991.0 {
+        Ok(seed as u64)
+    } else {
+        Err(JsError::new(
+            "the seed must be a whole number between 0 and 2^53 - 1",
+        ))
+    }
+}
+
+/// 28 × 28 8-bit pixels as `count` copies of one image in [−1, 1], shaped (count, 1, 28, 28).
+fn image_tensor(pixels: &[u8], count: usize, device: &Device) -> Result<Tensor<4>, JsError> {
+    if pixels.len() != IMAGE_PIXELS {
+        return Err(JsError::new(&format!(
+            "a starting image has {IMAGE_PIXELS} pixels (28 × 28), got {}",
+            pixels.len()
+        )));
+    }
+    let values: Vec<f32> = pixels
+        .iter()
+        .map(|&p| normalize_to_neg_one_to_one(p))
+        .collect::<Vec<_>>()
+        .repeat(count);
+    Ok(Tensor::from_data(
+        TensorData::new(values, [count, 1, IMAGE_SIDE, IMAGE_SIDE]),
+        device,
+    ))
 }
 
 async fn read(tensor: Tensor<4>) -> Result<Vec<f32>, JsValue> {

@@ -1,4 +1,4 @@
-//! DDPM and DDIM steps against hand-computed values, the samplers' error paths, and the labels
+//! Each sampler's steps against hand-computed values, the samplers' error paths, and the labels
 //! and starting noise of a generation.
 
 mod common;
@@ -14,91 +14,89 @@ fn schedule() -> NoiseSchedule {
     NoiseSchedule::new(Default::default())
 }
 
+fn sampler(kind: SamplerKind) -> Sampler {
+    Sampler::new(schedule(), kind).unwrap()
+}
+
+/// Every value of `tensor` is `expected` (the inputs are constant images).
+fn assert_all(tensor: burn::tensor::Tensor<4>, expected: f64, what: &str) {
+    for v in common::values(tensor) {
+        assert!(
+            ((v as f64) - expected).abs() < 2e-6 * expected.abs().max(1.0),
+            "{what}: {v}, expected {expected}"
+        );
+    }
+}
+
+const DDPM_BETA: SamplerKind = SamplerKind::Ddpm {
+    variance: DdpmVariance::Beta,
+};
+
 #[test]
 fn ddpm_step_matches_algorithm_2_by_hand() {
     // x_t = 0.5, ε = 0.1, z = 0.3, t = 500 (0-based), σ_t² = β_t. Python:
     // 1/√α_t (x − β_t/√(1−ᾱ_t) ε) + √β_t z = 0.5315710525332982; x̂0 = 1.4483286356851433.
-    let sampler = Sampler::new(
-        schedule(),
-        SamplerKind::Ddpm {
-            variance: DdpmVariance::Beta,
-        },
-    )
-    .unwrap()
-    .without_clipping();
-    let out = sampler
+    let mut ddpm = sampler(DDPM_BETA).without_clipping().starting_at(500);
+    assert_eq!(ddpm.next_timestep(), Some(500));
+    let out = ddpm
         .step_with_noise(
             common::filled(0.1, SHAPE),
-            500,
             common::filled(0.5, SHAPE),
             Some(common::filled(0.3, SHAPE)),
         )
         .unwrap();
-    for v in common::values(out.prev_sample) {
-        assert!((v - 0.531_571_05).abs() < 2e-6, "{v}");
-    }
-    for v in common::values(out.pred_x0) {
-        assert!((v - 1.448_328_6).abs() < 2e-6, "{v}");
-    }
+    assert_all(out.prev_sample, 0.531_571_052_533_298_2, "x_{t-1}");
+    assert_all(out.pred_x0, 1.448_328_635_685_143_3, "x̂_0");
+    assert_eq!(ddpm.next_timestep(), Some(499));
 }
 
 #[test]
 fn ddim_step_matches_eq_12_by_hand() {
     // 10 steps: 900, 800, …, 0; from t = 500 to 400 with η = 0. Python: 0.7270198665167659.
-    let sampler = Sampler::new(
-        schedule(),
-        SamplerKind::Ddim {
-            steps: 10,
-            eta: 0.0,
-        },
-    )
-    .unwrap()
+    let ddim = sampler(SamplerKind::Ddim {
+        steps: 10,
+        eta: 0.0,
+    })
     .without_clipping();
     assert_eq!(
-        sampler.timesteps(),
+        ddim.timesteps(),
         &[900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
     );
-    let out = sampler
-        .step_with_noise(
-            common::filled(0.1, SHAPE),
-            500,
-            common::filled(0.5, SHAPE),
-            None,
-        )
+    let mut ddim = ddim.starting_at(550);
+    assert_eq!(ddim.timesteps(), &[500, 400, 300, 200, 100, 0]);
+    let out = ddim
+        .step_with_noise(common::filled(0.1, SHAPE), common::filled(0.5, SHAPE), None)
         .unwrap();
-    for v in common::values(out.prev_sample) {
-        assert!((v - 0.727_019_87).abs() < 2e-6, "{v}");
-    }
+    assert_all(out.prev_sample, 0.727_019_866_516_765_9, "x_400");
 }
 
 #[test]
 fn ddim_with_all_steps_and_eta_1_is_ddpm() {
-    let ddpm = Sampler::new(
-        schedule(),
-        SamplerKind::Ddpm {
-            variance: DdpmVariance::PosteriorBeta,
-        },
-    )
-    .unwrap();
-    let ddim = Sampler::new(
-        schedule(),
-        SamplerKind::Ddim {
-            steps: 1000,
-            eta: 1.0,
-        },
-    )
-    .unwrap();
-    assert_eq!(ddpm.timesteps(), ddim.timesteps());
+    let ddpm_kind = SamplerKind::Ddpm {
+        variance: DdpmVariance::PosteriorBeta,
+    };
+    let ddim_kind = SamplerKind::Ddim {
+        steps: 1000,
+        eta: 1.0,
+    };
+    assert_eq!(
+        sampler(ddpm_kind).timesteps(),
+        sampler(ddim_kind).timesteps()
+    );
     let mut rng = NoiseRng::new(11);
     let device = common::device();
     for t in [999, 700, 250, 20, 1] {
         let x = rng.normal_tensor(SHAPE, &device);
         let eps = rng.normal_tensor(SHAPE, &device);
         let z = rng.normal_tensor(SHAPE, &device);
-        let a = ddpm
-            .step_with_noise(eps.clone(), t, x.clone(), Some(z.clone()))
+        let a = sampler(ddpm_kind)
+            .starting_at(t)
+            .step_with_noise(eps.clone(), x.clone(), Some(z.clone()))
             .unwrap();
-        let b = ddim.step_with_noise(eps, t, x, Some(z)).unwrap();
+        let b = sampler(ddim_kind)
+            .starting_at(t)
+            .step_with_noise(eps, x, Some(z))
+            .unwrap();
         let diff = common::max_abs_diff(
             &common::values(a.prev_sample),
             &common::values(b.prev_sample),
@@ -109,57 +107,211 @@ fn ddim_with_all_steps_and_eta_1_is_ddpm() {
 
 #[test]
 fn the_last_ddpm_step_adds_no_noise() {
-    let sampler = Sampler::new(
-        schedule(),
-        SamplerKind::Ddpm {
-            variance: DdpmVariance::Beta,
-        },
-    )
-    .unwrap();
-    let a = sampler
-        .step_with_noise(
-            common::filled(0.1, SHAPE),
-            0,
-            common::filled(0.2, SHAPE),
-            Some(common::filled(5.0, SHAPE)),
-        )
-        .unwrap();
-    let b = sampler
-        .step_with_noise(
-            common::filled(0.1, SHAPE),
-            0,
-            common::filled(0.2, SHAPE),
-            None,
-        )
-        .unwrap();
-    assert_eq!(common::values(a.prev_sample), common::values(b.prev_sample));
+    let last = |noise| {
+        let mut ddpm = sampler(DDPM_BETA).starting_at(0);
+        let out = ddpm
+            .step_with_noise(
+                common::filled(0.1, SHAPE),
+                common::filled(0.2, SHAPE),
+                noise,
+            )
+            .unwrap();
+        assert!(ddpm.is_done());
+        common::values(out.prev_sample)
+    };
+    assert_eq!(last(Some(common::filled(5.0, SHAPE))), last(None));
 }
 
 #[test]
 fn a_seed_fixes_the_stochastic_steps() {
-    let sampler = Sampler::new(
-        schedule(),
-        SamplerKind::Ddpm {
-            variance: DdpmVariance::Beta,
-        },
-    )
-    .unwrap();
     let run = |seed| {
         let mut rng = NoiseRng::new(seed);
+        let mut ddpm = sampler(DDPM_BETA).starting_at(400);
         common::values(
-            sampler
-                .step(
-                    common::filled(0.1, SHAPE),
-                    400,
-                    common::filled(0.2, SHAPE),
-                    &mut rng,
-                )
-                .unwrap()
-                .prev_sample,
+            ddpm.step(
+                common::filled(0.1, SHAPE),
+                common::filled(0.2, SHAPE),
+                &mut rng,
+            )
+            .unwrap()
+            .prev_sample,
         )
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5), run(6));
+}
+
+#[test]
+fn dpm_solver_2m_matches_lu_et_al_by_hand() {
+    // 10 steps, trailing spacing: 999, 899, …, 99; started at 499. x = 0.5, ε = 0.1 then −0.2.
+    // Python (α = √ᾱ, σ = √(1 − ᾱ), λ = log α/σ):
+    //   step 1 (first order): x' = σ_399/σ_499 x − α_399 (e^−h − 1) x̂_0 = 0.7263568895172012
+    //   step 2: r = h_prev/h = 1.0484532846296286, D = (1 + 1/2r) x̂_0' − (1/2r) x̂_0,
+    //           x'' = σ_299/σ_399 x' − α_299 (e^−h − 1) D = 1.2073920816811148
+    let dpm = sampler(SamplerKind::DpmSolver { steps: 10 }).without_clipping();
+    assert_eq!(
+        dpm.timesteps(),
+        &[999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
+    );
+    let mut dpm = dpm.starting_at(500);
+    let first = dpm
+        .step_with_noise(common::filled(0.1, SHAPE), common::filled(0.5, SHAPE), None)
+        .unwrap();
+    assert_all(first.pred_x0, 1.441_172_023_300_988_6, "x̂_0 at 499");
+    assert_all(first.prev_sample.clone(), 0.726_356_889_517_201_2, "x_399");
+    let second = dpm
+        .step_with_noise(common::filled(-0.2, SHAPE), first.prev_sample, None)
+        .unwrap();
+    assert_all(second.prev_sample, 1.207_392_081_681_114_8, "x_299");
+}
+
+#[test]
+fn dpm_solvers_first_step_is_ddim_and_its_last_step_lands_on_x0() {
+    let device = common::device();
+    let mut rng = NoiseRng::new(3);
+    let x = rng.normal_tensor(SHAPE, &device);
+    let eps = rng.normal_tensor(SHAPE, &device);
+    // DPM-Solver++ 10 starts at 999 and steps to 899; DDIM over 1000 steps started there too.
+    let dpm = sampler(SamplerKind::DpmSolver { steps: 10 })
+        .step_with_noise(eps.clone(), x.clone(), None)
+        .unwrap();
+    let mut ddim = sampler(SamplerKind::Ddim {
+        steps: 1000,
+        eta: 0.0,
+    })
+    .starting_at(999);
+    let ddim_x0 = common::values(
+        ddim.step_with_noise(eps.clone(), x.clone(), None)
+            .unwrap()
+            .pred_x0,
+    );
+    // DDIM's step goes to 998, not 899: compare x̂_0 and the DPM step's closed form instead.
+    assert_eq!(common::values(dpm.pred_x0), ddim_x0);
+    let mut last = sampler(SamplerKind::DpmSolver { steps: 10 }).starting_at(99);
+    let out = last.step_with_noise(eps, x, None).unwrap();
+    assert!(last.is_done());
+    assert_eq!(common::values(out.prev_sample), common::values(out.pred_x0));
+}
+
+#[test]
+fn annealed_langevin_matches_song_and_ermon_by_hand() {
+    // 10 levels (900, …, 0), 2 steps each, ε = 2e-5: α = ε σ_900²/σ_0² = 0.1999459510961104;
+    // x + α/2 · (−ε_θ/σ_900) + √α z with x = 0.5, ε_θ = 0.1, z = 0.3. Python: 0.6241473001854545.
+    let mut langevin = sampler(SamplerKind::Langevin {
+        levels: 10,
+        steps_per_level: 2,
+        epsilon: 2e-5,
+    })
+    .without_clipping();
+    let mut expected: Vec<usize> = (0..10).rev().flat_map(|i| [i * 100, i * 100]).collect();
+    expected.push(0); // the final denoising step to x̂_0
+    assert_eq!(langevin.timesteps(), expected.as_slice());
+    let out = langevin
+        .step_with_noise(
+            common::filled(0.1, SHAPE),
+            common::filled(0.5, SHAPE),
+            Some(common::filled(0.3, SHAPE)),
+        )
+        .unwrap();
+    assert_all(
+        out.prev_sample,
+        0.624_147_300_185_454_5,
+        "Langevin step at 900",
+    );
+    // The last step returns x̂_0 (Tweedie's denoiser), with no noise.
+    let mut end = langevin.starting_at(0);
+    for _ in 0..2 {
+        end.step_with_noise(common::filled(0.1, SHAPE), common::filled(0.5, SHAPE), None)
+            .unwrap();
+    }
+    let out = end
+        .step_with_noise(common::filled(0.1, SHAPE), common::filled(0.5, SHAPE), None)
+        .unwrap();
+    assert!(end.is_done());
+    assert_eq!(common::values(out.prev_sample), common::values(out.pred_x0));
+}
+
+#[test]
+fn the_corrector_matches_song_et_al_algorithm_5_by_hand() {
+    // snr r = 0.16 at t = 900, x = 0.5, ε_θ = 0.1, z = 0.3: s = −ε_θ/σ_900,
+    // δ = 2 α_900 (r ‖z‖/‖s‖)² = 0.4523704471301693, x + δ s + √(2δ) z = 0.7401104475620437.
+    let mut pc = sampler(SamplerKind::PredictorCorrector {
+        steps: 10,
+        corrector_steps: 1,
+        snr: 0.16,
+    })
+    .without_clipping();
+    assert_eq!(
+        &pc.timesteps()[..6],
+        &[900, 900, 800, 800, 700, 700],
+        "a corrector step before each predictor step"
+    );
+    let corrected = pc
+        .step_with_noise(
+            common::filled(0.1, SHAPE),
+            common::filled(0.5, SHAPE),
+            Some(common::filled(0.3, SHAPE)),
+        )
+        .unwrap();
+    assert_all(
+        corrected.prev_sample.clone(),
+        0.740_110_447_562_043_7,
+        "corrected x_900",
+    );
+    // Then the predictor: DDIM at η = 1 from 900 to 800.
+    let device = common::device();
+    let mut rng = NoiseRng::new(4);
+    let (eps, z) = (
+        rng.normal_tensor(SHAPE, &device),
+        rng.normal_tensor(SHAPE, &device),
+    );
+    let predicted = pc
+        .step_with_noise(eps.clone(), corrected.prev_sample.clone(), Some(z.clone()))
+        .unwrap();
+    let ancestral = sampler(SamplerKind::Ddim {
+        steps: 10,
+        eta: 1.0,
+    })
+    .without_clipping()
+    .step_with_noise(eps, corrected.prev_sample, Some(z))
+    .unwrap();
+    assert_eq!(
+        common::values(predicted.prev_sample),
+        common::values(ancestral.prev_sample)
+    );
+}
+
+#[test]
+fn a_corrector_step_size_is_set_per_image() {
+    // The same image alone and beside a very different one moves the same way.
+    let device = common::device();
+    let mut rng = NoiseRng::new(9);
+    let one = [1, 1, 4, 4];
+    let (x, eps, z) = (
+        rng.normal_tensor(one, &device),
+        rng.normal_tensor(one, &device),
+        rng.normal_tensor(one, &device),
+    );
+    let kind = SamplerKind::PredictorCorrector {
+        steps: 10,
+        corrector_steps: 1,
+        snr: 0.16,
+    };
+    let alone = sampler(kind)
+        .step_with_noise(eps.clone(), x.clone(), Some(z.clone()))
+        .unwrap();
+    let pair = |a: &burn::tensor::Tensor<4>, scale: f32| {
+        burn::tensor::Tensor::cat(vec![a.clone(), a.clone() * scale], 0)
+    };
+    let together = sampler(kind)
+        .step_with_noise(pair(&eps, 30.0), pair(&x, -2.0), Some(pair(&z, 0.1)))
+        .unwrap();
+    let first = common::values(together.prev_sample.narrow(0, 0, 1));
+    let diff = common::max_abs_diff(&first, &common::values(alone.prev_sample));
+    assert!(
+        diff < 1e-6,
+        "the other image changed this one's step by {diff}"
+    );
 }
 
 #[test]
@@ -171,59 +323,76 @@ fn guidance_combines_as_one_plus_w() {
 
 #[test]
 fn sampler_errors_are_precise() {
-    let too_many = Sampler::new(
-        schedule(),
-        SamplerKind::Ddim {
+    let refuse = |kind| Sampler::new(schedule(), kind).unwrap_err();
+    assert_eq!(
+        refuse(SamplerKind::Ddim {
             steps: 1001,
             eta: 0.0,
-        },
-    );
-    assert_eq!(
-        too_many.unwrap_err(),
+        }),
         SamplerError::TooManySteps {
             steps: 1001,
             timesteps: 1000
         }
     );
     assert_eq!(
-        Sampler::new(schedule(), SamplerKind::Ddim { steps: 0, eta: 0.0 }).unwrap_err(),
+        refuse(SamplerKind::Ddim { steps: 0, eta: 0.0 }),
         SamplerError::NoSteps
     );
-    assert!(matches!(
-        Sampler::new(
-            schedule(),
-            SamplerKind::Ddim {
-                steps: 10,
-                eta: -1.0
-            }
-        )
-        .unwrap_err(),
-        SamplerError::EtaOutOfRange(_)
-    ));
-    for eta in [1.5, 1e300, f64::NAN] {
-        assert!(matches!(
-            Sampler::new(schedule(), SamplerKind::Ddim { steps: 10, eta }).unwrap_err(),
-            SamplerError::EtaOutOfRange(_)
-        ));
-    }
-    let ddim = Sampler::new(
-        schedule(),
-        SamplerKind::Ddim {
-            steps: 10,
-            eta: 0.0,
-        },
-    )
-    .unwrap();
-    let err = ddim.step_with_noise(
-        common::filled(0.0, SHAPE),
-        555,
-        common::filled(0.0, SHAPE),
-        None,
-    );
     assert_eq!(
-        err.err().map(|e| e.to_string()),
-        Some("timestep 555 is not one of this sampler's timesteps".into())
+        refuse(SamplerKind::DpmSolver { steps: 0 }),
+        SamplerError::NoSteps
     );
+    for eta in [-1.0, 1.5, 1e300, f64::NAN] {
+        let err = refuse(SamplerKind::Ddim { steps: 10, eta });
+        assert!(
+            matches!(
+                err,
+                SamplerError::OutOfRange {
+                    setting: "DDIM's eta",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    let pc = |corrector_steps, snr| SamplerKind::PredictorCorrector {
+        steps: 10,
+        corrector_steps,
+        snr,
+    };
+    assert_eq!(
+        refuse(pc(101, 0.16)).to_string(),
+        "the corrector steps is 101, allowed 0 to 100"
+    );
+    assert!(refuse(pc(1, f64::INFINITY)).to_string().contains("snr"));
+    assert!(refuse(pc(1, 0.0)).to_string().contains("snr"));
+    let langevin = |steps_per_level, epsilon| SamplerKind::Langevin {
+        levels: 10,
+        steps_per_level,
+        epsilon,
+    };
+    assert!(
+        refuse(langevin(0, 2e-5))
+            .to_string()
+            .contains("steps per level")
+    );
+    assert!(
+        refuse(langevin(1, 0.5))
+            .to_string()
+            .contains("epsilon is 0.5")
+    );
+    assert!(
+        refuse(langevin(1, f64::NAN))
+            .to_string()
+            .contains("epsilon")
+    );
+
+    let mut ddim = sampler(SamplerKind::Ddim { steps: 1, eta: 0.0 });
+    let step = |s: &mut Sampler| {
+        s.step_with_noise(common::filled(0.0, SHAPE), common::filled(0.0, SHAPE), None)
+    };
+    assert!(step(&mut ddim).is_ok());
+    assert_eq!(step(&mut ddim).err(), Some(SamplerError::Finished));
 }
 
 #[test]

@@ -81,3 +81,144 @@ fn shipped_weights_draw_the_digits_asked_for() {
         scores.predictions
     );
 }
+
+/// The shipped weights with `kind`, two images of each digit (guided): how many of 20 the
+/// classifier reads as asked, and what it read.
+fn digits_drawn_as_asked(kind: SamplerKind) -> (usize, Vec<usize>) {
+    let device = common::device();
+    let (manifest, model) = load_exported(&root().join("www/weights"), &device).unwrap();
+    let classifier =
+        classifier::load(&root().join("tests/fixtures/classifier.bpk"), &device).unwrap();
+    let sampler = Sampler::new(NoiseSchedule::new(manifest.schedule), kind).unwrap();
+    let mut images = Vec::new();
+    for digit in 0..10 {
+        images.extend(
+            generate_images(
+                &model,
+                &sampler,
+                2,
+                2,
+                100 + digit as u64,
+                Digits::Only(digit),
+                DEFAULT_GUIDANCE,
+                &device,
+                || {},
+            )
+            .unwrap(),
+        );
+    }
+    let predictions = classifier.score(&images, &device).predictions;
+    let right = (0..20).filter(|&i| predictions[i] == i / 2).count();
+    (right, predictions)
+}
+
+#[test]
+fn every_sampler_draws_the_digits_asked_for_with_the_shipped_weights() {
+    for kind in [
+        SamplerKind::DpmSolver { steps: 10 },
+        SamplerKind::PredictorCorrector {
+            steps: 50,
+            corrector_steps: 1,
+            snr: gendi::sampler::defaults::SNR,
+        },
+        SamplerKind::Langevin {
+            levels: 50,
+            steps_per_level: 2,
+            epsilon: gendi::sampler::defaults::EPSILON,
+        },
+    ] {
+        let (right, predictions) = digits_drawn_as_asked(kind);
+        eprintln!("{kind}: {right} of 20 as asked: {predictions:?}");
+        // Chance is 2 of 20.
+        assert!(
+            right >= 16,
+            "{kind}: only {right} of 20 as asked: {predictions:?}"
+        );
+    }
+}
+
+#[test]
+fn sdedit_keeps_a_real_digit_from_t_300_and_redraws_it_as_asked_from_t_600() {
+    use gendi::data::{Mnist, Split, normalize_to_neg_one_to_one};
+    use gendi::pipeline::{Generation, GenerationRequest, noised};
+    let device = common::device();
+    let (manifest, model) = load_exported(&root().join("www/weights"), &device).unwrap();
+    let classifier =
+        classifier::load(&root().join("tests/fixtures/classifier.bpk"), &device).unwrap();
+    let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
+    let schedule = NoiseSchedule::new(manifest.schedule);
+    let sampler = Sampler::new(schedule.clone(), SamplerKind::DpmSolver { steps: 20 }).unwrap();
+    let run = |mut generation: Generation| {
+        while generation.step(&model).unwrap().is_some() {}
+        common::values(generation.sample().clone())
+    };
+    let (mut kept, mut redrawn) = (0, 0);
+    for digit in 0..10 {
+        // The first test image of each digit.
+        let index = (0..test.len())
+            .find(|&i| test.label(i) as usize == digit)
+            .unwrap();
+        let pixels: Vec<f32> = test
+            .image(index)
+            .iter()
+            .map(|&p| normalize_to_neg_one_to_one(p))
+            .collect();
+        let image = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(pixels.clone(), [1, 1, 28, 28]),
+            &device,
+        );
+        let request = |digit| GenerationRequest {
+            count: 1,
+            seed: 5,
+            digits: Digits::Only(digit),
+            guidance: DEFAULT_GUIDANCE,
+        };
+        let distance = |a: &[f32]| {
+            a.iter()
+                .zip(&pixels)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f32>()
+                / 784.0
+        };
+
+        // From t = 300 (√ᾱ = 0.63) as the same digit: the strokes stay.
+        let from_300 = Generation::from_image(sampler.clone(), &request(digit), image.clone(), 300);
+        // Trailing spacing of 20: …, 349, 299, …: the run starts from x_299 of the image.
+        assert_eq!(from_300.next_timestep(), Some(299));
+        assert_eq!(from_300.total_steps(), 6);
+        assert_eq!(
+            common::values(from_300.sample().clone()),
+            common::values(noised(&schedule, image.clone(), 5, 299))
+        );
+        let near = distance(&run(from_300));
+        let fresh = distance(&run(Generation::new(
+            sampler.clone(),
+            &request(digit),
+            &device,
+        )));
+        eprintln!(
+            "digit {digit}: from t = 300 moved by {near:.3}; a fresh sample is {fresh:.3} away"
+        );
+        kept += usize::from(near < 0.5 * fresh);
+
+        // From t = 600 (√ᾱ = 0.16) as the next digit: redrawn as asked.
+        let asked = (digit + 1) % 10;
+        let result = run(Generation::from_image(
+            sampler.clone(),
+            &request(asked),
+            image,
+            600,
+        ));
+        let read = classifier.score(&result, &device).predictions[0];
+        eprintln!("digit {digit} redrawn from t = 600 as {asked}: read as {read}");
+        redrawn += usize::from(read == asked);
+    }
+    assert!(
+        kept >= 9,
+        "only {kept} of 10 digits kept their strokes from t = 300"
+    );
+    assert!(
+        redrawn >= 8,
+        "only {redrawn} of 10 digits were redrawn as asked from t = 600"
+    );
+}

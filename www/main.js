@@ -1,4 +1,6 @@
 // The page: controls, the worker that runs the model, and the canvases every step is drawn to.
+import { createPad } from './pad.js';
+
 const $ = (id) => document.getElementById(id);
 const SIDE = 28;
 const params = new URLSearchParams(location.search);
@@ -17,6 +19,7 @@ function setState(state) {
   ui.start.disabled = state !== 'ready';
   ui.stop.disabled = state !== 'running';
   ui.backend.disabled = state === 'running' || state === 'loading';
+  syncDenoise();
 }
 
 function showError(message, actions = []) {
@@ -57,8 +60,15 @@ function randomSeed() {
 
 function applyUrlParams() {
   for (const key of ['backend', 'count', 'digit', 'sampler', 'steps', 'seed', 'guidance']) {
-    if (params.has(key)) ui[key].value = params.get(key);
+    if (!params.has(key)) continue;
+    ui[key].value = params.get(key);
+    if (ui[key].tagName === 'SELECT' && ui[key].value !== params.get(key)) {
+      const allowed = [...ui[key].options].map((o) => o.value).join(', ');
+      showError(`The link's ${key}=${params.get(key)} is not one of ${allowed}; using the default.`);
+      ui[key].selectedIndex = [...ui[key].options].findIndex((o) => o.defaultSelected);
+    }
   }
+  if (!params.has('steps')) ui.steps.value = ui.sampler.selectedOptions[0].dataset.steps;
   if (!ui.seed.value) ui.seed.value = randomSeed();
 }
 
@@ -68,22 +78,30 @@ function syncControls() {
   const unguided = Number(ui.digit.value) === -1;
   ui.guidance.disabled = unguided;
   $('guidance-label').title = unguided ? 'Guidance needs a label: choose digits to use it' : '';
-  $('steps-label').hidden = ui.sampler.value !== 'ddim';
+  $('steps-label').hidden = ui.sampler.value === 'ddpm';
+}
+
+// A new sampler starts from its own default step count (each option's data-steps).
+function samplerChanged() {
+  ui.steps.value = ui.sampler.selectedOptions[0].dataset.steps;
+  syncControls();
 }
 
 function readParams() {
   const count = Number(ui.count.value);
   if (!Number.isInteger(count) || count < 1 || count > 64) throw new Error('Digits must be a whole number from 1 to 64.');
+  const kind = ui.sampler.value;
   const steps = Number(ui.steps.value);
-  if (ui.sampler.value === 'ddim' && (!Number.isInteger(steps) || steps < 1 || steps > 1000)) throw new Error('DDIM steps must be a whole number from 1 to 1000.');
+  if (kind !== 'ddpm' && (!Number.isInteger(steps) || steps < 1 || steps > 1000)) throw new Error('Steps must be a whole number from 1 to 1000.');
   const seed = Number(ui.seed.value);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error('The seed must be a whole number ≥ 0.');
+  // The shared SamplerKind as serde reads it; settings left out take the Rust defaults.
+  const sampler = kind === 'ddpm' ? { kind } : kind === 'langevin' ? { kind, levels: steps } : { kind, steps };
   return {
-    count, steps, seed,
+    count, seed,
     digit: Number(ui.digit.value),
     guidance: Number(ui.guidance.value),
-    sampler: ui.sampler.value,
-    eta: 0,
+    sampler,
   };
 }
 
@@ -182,6 +200,7 @@ const handlers = {
   },
   ready({ backend, adapter, info }) {
     gendi.backend = backend; gendi.T = info.timesteps;
+    $('from-t').max = info.timesteps - 1;
     gendi.adapter = backend === 'webgpu' && gpuName ? gpuName : adapter;
     $('loading').hidden = true;
     $('stat-backend').textContent = backend === 'webgpu' ? 'WebGPU' : 'CPU';
@@ -192,6 +211,7 @@ const handlers = {
     ui.digit.disabled = !info.conditional;
     syncControls();
     setState('ready');
+    preview();
     if (params.has('autostart')) generate();
   },
   started({ total, params: p }) {
@@ -218,6 +238,18 @@ const handlers = {
     window.dispatchEvent(new CustomEvent('gendi-done'));
   },
   stopped() { setState('ready'); },
+  noised({ xt, sqrtAlphaBar, snr, t, failed }) {
+    previewBusy = false;
+    if (failed) return;
+    const canvas = $('pad-noised');
+    canvas.width = SIDE; canvas.height = SIDE;
+    const image = new ImageData(SIDE, SIDE);
+    xt.forEach((v, i) => { image.data.set([v, v, v, 255], 4 * i); });
+    canvas.getContext('2d').putImageData(image, 0, 0);
+    gendi.noisedPreview = { t, xt: Array.from(xt) };
+    $('from-t-info').textContent = `t = ${t}: √ᾱ_t = ${sqrtAlphaBar.toFixed(3)}, signal-to-noise ratio ᾱ_t/(1 − ᾱ_t) = ${snr < 0.01 ? snr.toExponential(1) : snr.toFixed(2)}`;
+    if (previewAgain) { previewAgain = false; preview(); }
+  },
   error({ message, context }) {
     setState('error');
     const actions = [];
@@ -232,21 +264,52 @@ const handlers = {
   },
 };
 
-function generate() {
+function generate(from = null) {
   let p;
   try { p = readParams(); } catch (e) { showError(e.message); return; }
+  if (from) p.from = from;
   clearError();
   gendi.framesDrawn = 0;
   setState('running');
   worker.postMessage({ type: 'generate', params: p });
 }
 
+// ---- Drawing pad (SDEdit) -------------------------------------------------------------------
+
+const pad = createPad($('pad'), () => { syncDenoise(); preview(); });
+let previewBusy = false;
+let previewAgain = false;
+
+function syncDenoise() {
+  $('denoise').disabled = gendi.state !== 'ready' || pad.isEmpty();
+  $('denoise').title = pad.isEmpty() ? 'Draw a digit first' : '';
+}
+
+// x_t of the drawing at the slider's t, from the worker; one request in flight at a time.
+function preview() {
+  $('from-t-value').textContent = $('from-t').value;
+  if (!worker || gendi.state === 'loading') return;
+  if (previewBusy) { previewAgain = true; return; }
+  const seed = Number(ui.seed.value);
+  if (!Number.isSafeInteger(seed) || seed < 0) return;
+  previewBusy = true;
+  worker.postMessage({ type: 'noised', pixels: pad.pixels().slice(), t: Number($('from-t').value), seed });
+}
+
+$('pad-undo').addEventListener('click', () => pad.undo());
+$('pad-clear').addEventListener('click', () => pad.clear());
+$('from-t').addEventListener('input', preview);
+ui.seed.addEventListener('input', preview);
+$('denoise').addEventListener('click', () => generate({ pixels: Array.from(pad.pixels()), t: Number($('from-t').value) }));
+gendi.pad = pad;
+
 // ---- Wiring --------------------------------------------------------------------------------
 
 $('controls').addEventListener('submit', (event) => { event.preventDefault(); generate(); });
 ui.stop.addEventListener('click', () => worker.postMessage({ type: 'stop' }));
 $('reseed').addEventListener('click', () => { ui.seed.value = randomSeed(); });
-for (const control of [ui.guidance, ui.digit, ui.sampler]) control.addEventListener('input', syncControls);
+for (const control of [ui.guidance, ui.digit]) control.addEventListener('input', syncControls);
+ui.sampler.addEventListener('input', samplerChanged);
 ui.backend.addEventListener('change', async () => startWorker(await chooseBackend()));
 
 applyUrlParams();

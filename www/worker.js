@@ -100,7 +100,7 @@ async function load({ backend, base }) {
 
 async function generate(params) {
   if (!denoiser) throw new Error('the model is not loaded yet');
-  const total = denoiser.start(params.count, params.seed, params.digit, params.guidance, params.sampler, params.steps, params.eta ?? 0);
+  const total = denoiser.start(params);
   running = true;
   stopRequested = false;
   post({ type: 'started', total, params });
@@ -122,11 +122,21 @@ async function generate(params) {
   }
 }
 
+// The forward process of a drawing for the noise-level slider (a preview: if a step holds the
+// model just then, the page keeps its last preview).
+function noised({ pixels, t, seed }) {
+  let result = null;
+  try { result = denoiser?.noised(pixels, t, seed); } catch (e) { /* busy or not loaded */ }
+  if (result) post({ type: 'noised', t, ...result }, [result.xt.buffer]);
+  else post({ type: 'noised', t, xt: new Uint8Array(28 * 28), sqrtAlphaBar: NaN, snr: NaN, failed: true });
+}
+
 self.onmessage = async ({ data }) => {
   try {
     if (data.type === 'load') await load(data);
     else if (data.type === 'generate') await generate(data.params);
     else if (data.type === 'stop') stopRequested = running;
+    else if (data.type === 'noised') noised(data);
   } catch (e) {
     running = false;
     fail(e, data.type);

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{GenerateArgs, ModelSource, ScheduleArg, random_seed, schedule_config};
+use super::{GenerateArgs, ModelSource, SamplerArgs, ScheduleArg, random_seed, schedule_config};
 use gendi::data::{self, DIGITS, IMAGE_PIXELS, Mnist, Split, to_pixels};
 use gendi::native::images;
 use gendi::pipeline::{DEFAULT_GUIDANCE, Digits, Generation, GenerationRequest};
 use gendi::rng::NoiseRng;
-use gendi::sampler::{Sampler, SamplerKind};
+use gendi::sampler::Sampler;
 use gendi::schedule::NoiseSchedule;
 
 /// Parses `--digit`: a digit 0–9, `mixed` or `none`.
@@ -92,9 +92,8 @@ pub struct ReferenceArgs {
     digit: Digits,
     #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     guidance: f32,
-    /// DDIM steps of the whole process.
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
+    #[command(flatten)]
+    sampler: SamplerArgs,
     /// How many of the first steps to record.
     #[arg(long, default_value_t = 3)]
     record: usize,
@@ -238,14 +237,8 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     let device = burn::tensor::Device::flex();
     let (model, schedule, num_classes) = args.source.load(&device)?;
     args.digit.check(num_classes).map_err(|e| e.to_string())?;
-    let sampler = Sampler::new(
-        NoiseSchedule::new(schedule),
-        SamplerKind::Ddim {
-            steps: args.steps,
-            eta: 0.0,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let kind = args.sampler.kind();
+    let sampler = Sampler::new(NoiseSchedule::new(schedule), kind).map_err(|e| e.to_string())?;
     let timesteps = sampler.timesteps().to_vec();
     let request = GenerationRequest {
         count: args.count,
@@ -270,7 +263,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     }
     let json = serde_json::json!({
         "seed": args.seed, "count": args.count, "digits": args.digit, "guidance": args.guidance,
-        "sampler": "ddim", "total_steps": args.steps, "timesteps": timesteps, "steps": steps,
+        "sampler": kind, "total_steps": timesteps.len(), "timesteps": timesteps, "steps": steps,
     });
     std::fs::write(&args.out, json.to_string())
         .map_err(|e| format!("{}: {e}", args.out.display()))?;

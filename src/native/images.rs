@@ -35,6 +35,41 @@ impl Gray {
         }
     }
 
+    /// Reads a PNG of any colour type as 8-bit gray (the mean of R, G and B; alpha over black).
+    pub fn load(path: &Path) -> Result<Gray, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let file = std::io::BufReader::new(std::fs::File::open(path).map_err(|e| fail(&e))?);
+        let mut decoder = png::Decoder::new(file);
+        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+        let mut reader = decoder.read_info().map_err(|e| fail(&e))?;
+        let (width, height) = (reader.info().width as usize, reader.info().height as usize);
+        if width * height > 4096 * 4096 {
+            return Err(fail(&format!(
+                "{width}×{height} pixels is too large for a digit"
+            )));
+        }
+        let mut buffer = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut buffer).map_err(|e| fail(&e))?;
+        let channels = frame.color_type.samples();
+        let pixels = buffer[..frame.buffer_size()]
+            .chunks(channels)
+            .map(|c| {
+                let (color, alpha) = match c.len() {
+                    1 => (c[0] as u32, 255),
+                    2 => (c[0] as u32, c[1] as u32),
+                    3 => ((c[0] as u32 + c[1] as u32 + c[2] as u32) / 3, 255),
+                    _ => ((c[0] as u32 + c[1] as u32 + c[2] as u32) / 3, c[3] as u32),
+                };
+                (color * alpha / 255) as u8
+            })
+            .collect();
+        Ok(Gray {
+            width,
+            height,
+            pixels,
+        })
+    }
+
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         let file = std::io::BufWriter::new(std::fs::File::create(path)?);
         let mut encoder = png::Encoder::new(file, self.width as u32, self.height as u32);

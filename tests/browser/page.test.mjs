@@ -3,14 +3,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, WWW } from './harness.mjs';
+import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, ROOT, WWW } from './harness.mjs';
 
 // The page's default digits: a guided mix of 0–9 (`--digit mixed` natively, -2 in the page's selector).
 // No guidance is given to either side: the page's slider default must be the native DEFAULT_GUIDANCE.
-const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'ddim', steps: 10 };
+// DPM-Solver++: its second and third steps use the multistep history, kept in the wasm module.
+const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'dpm-solver', steps: 10 };
 const PAGE_DIGIT = { mixed: -2, none: -1 };
 const STEPS_CHECKED = 3;
 let server, browser, reference;
@@ -21,7 +22,7 @@ before(async () => {
   const out = join(mkdtempSync(join(tmpdir(), 'gendi-ref-')), 'reference.json');
   const bin = process.env.GENDI_BIN ?? 'gendi';
   execFileSync(bin, ['reference', '--out', out, '--count', String(RUN.count), '--seed', String(RUN.seed),
-    '--digit', String(RUN.digit), '--steps', String(RUN.steps),
+    '--digit', String(RUN.digit), '--sampler', RUN.sampler, '--steps', String(RUN.steps),
     '--record', String(STEPS_CHECKED), '--weights', join(WWW, 'weights')], { stdio: 'inherit' });
   reference = JSON.parse(readFileSync(out, 'utf8'));
   server = await serveWww();
@@ -150,3 +151,67 @@ test('automatic backend choice: a software-only WebGPU adapter falls back to the
     await context.close();
   }
 });
+
+// Draws a "0" on the pad with the mouse API: an ellipse of pointer moves while the button is down.
+async function drawZero(page) {
+  const box = await page.locator('#pad').boundingBox();
+  const at = (a) => [box.x + box.width * (0.5 + 0.2 * Math.sin(a)), box.y + box.height * (0.5 - 0.3 * Math.cos(a))];
+  await page.mouse.move(...at(0));
+  await page.mouse.down();
+  for (let i = 1; i <= 40; i++) await page.mouse.move(...at((2 * Math.PI * i) / 40));
+  await page.mouse.up();
+}
+
+// What `gendi classify` (the evaluation classifier) reads in a 28×28 PNG given as a data URL.
+function classify(dataUrl) {
+  const file = join(mkdtempSync(join(tmpdir(), 'gendi-digit-')), 'digit.png');
+  writeFileSync(file, Buffer.from(dataUrl.split(',')[1], 'base64'));
+  const out = execFileSync(process.env.GENDI_BIN ?? 'gendi',
+    ['classify', file, '--classifier', join(ROOT, 'tests', 'fixtures', 'classifier.bpk')], { encoding: 'utf8' });
+  return Number(out.match(/: (\d) \(/)[1]);
+}
+
+test('a digit drawn with the mouse, denoised from t = 600 as a 3, ends as a 3', { timeout: 300_000 }, async () => {
+  const { context, page, external, consoleErrors } = await openPage(browser, server);
+  try {
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.goto(`${server.url}?backend=cpu&count=1&digit=3&seed=7`);
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    assert.ok(await page.isDisabled('#denoise'), 'nothing to denoise before a drawing');
+    await drawZero(page);
+    assert.equal(await page.evaluate(() => window.gendi.pad.isEmpty()), false, 'the strokes left ink');
+    assert.equal(classify(await padImage(page, '#pad')), 0, 'the drawing reads as a 0');
+
+    await page.$eval('#from-t', (el) => { el.value = '600'; el.dispatchEvent(new Event('input')); });
+    await page.waitForFunction(() => window.gendi.noisedPreview?.t === 600, null, { timeout: 60_000 });
+    assert.match(await page.textContent('#from-t-info'), /√ᾱ_t = 0\.160/);
+
+    await page.evaluate(() => {
+      window.__firstT = null;
+      window.addEventListener('gendi-frame', (e) => { window.__firstT ??= e.detail.t; });
+    });
+    await page.click('#denoise');
+    await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === window.gendi.lastFrame?.total,
+      null, { timeout: 240_000, polling: 250 });
+    // DPM-Solver++ over 20 steps (…, 649, 599, …) starts at the first timestep ≤ 600.
+    assert.equal(await page.evaluate(() => window.__firstT), 599);
+    assert.equal(classify(await padImage(page, '#xt', 1)), 3, 'the result reads as the 3 asked for');
+    await page.screenshot({ path: join(ARTIFACTS, 'drawing-1280.png'), fullPage: true });
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.screenshot({ path: join(ARTIFACTS, 'drawing-375.png'), fullPage: true });
+    assert.deepEqual(external, []);
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
+// The 28×28 digit at (offset, offset) of a canvas, as a PNG data URL.
+function padImage(page, selector, offset = 0) {
+  return page.$eval(selector, (canvas, offset) => {
+    const out = document.createElement('canvas');
+    out.width = 28; out.height = 28;
+    out.getContext('2d').drawImage(canvas, offset, offset, 28, 28, 0, 0, 28, 28);
+    return out.toDataURL('image/png');
+  }, offset);
+}
