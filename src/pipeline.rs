@@ -131,6 +131,15 @@ pub struct Generation {
     guidance: f32,
     sample: Tensor<4>,
     rng: NoiseRng,
+    /// Inpainting: the image whose pixels are kept, and where.
+    known: Option<Known>,
+}
+
+/// What inpainting keeps: x_0 of the original and a mask, 1 where its pixels stay and 0 where
+/// the model redraws them.
+struct Known {
+    image: Tensor<4>,
+    keep: Tensor<4>,
 }
 
 impl Generation {
@@ -154,6 +163,7 @@ impl Generation {
             guidance,
             sample,
             rng,
+            known: None,
         }
     }
 
@@ -178,6 +188,42 @@ impl Generation {
             None => image,
         };
         generation
+    }
+
+    /// Inpainting (RePaint, Lugmayr et al. 2022, without resampling): like
+    /// [`from_image`](Self::from_image), and after every step the pixels where `keep` is 1 are
+    /// replaced by the original noised to the level of the next step (fresh noise from the seed's
+    /// stream), so the model redraws only where `keep` is 0 and fits it to the rest. After the
+    /// last step the kept pixels equal `image` exactly. `keep` is (N, 1, 28, 28) of 0s and 1s.
+    pub fn inpaint(
+        sampler: Sampler,
+        request: &GenerationRequest,
+        image: Tensor<4>,
+        keep: Tensor<4>,
+        t: usize,
+    ) -> Self {
+        let mut generation = Self::from_image(sampler, request, image.clone(), t);
+        generation.known = Some(Known { image, keep });
+        generation.sample = generation.with_known(generation.sample.clone());
+        generation
+    }
+
+    /// `sample` with the kept pixels replaced by the original at the next step's noise level.
+    fn with_known(&mut self, sample: Tensor<4>) -> Tensor<4> {
+        let Some(known) = &self.known else {
+            return sample;
+        };
+        let original = match self.sampler.next_timestep() {
+            Some(t) => {
+                let noise = self.rng.normal_tensor(sample.dims(), &sample.device());
+                self.sampler
+                    .schedule()
+                    .add_noise(known.image.clone(), noise, &vec![t; self.count])
+            }
+            None => known.image.clone(),
+        };
+        let redraw = known.keep.clone().neg() + 1.0;
+        original * known.keep.clone() + sample * redraw
     }
 
     pub fn total_steps(&self) -> usize {
@@ -219,7 +265,8 @@ impl Generation {
         } else {
             model.forward(self.sample.clone(), &timesteps, &self.labels)
         };
-        let output = self.sampler.step(eps, self.sample.clone(), &mut self.rng)?;
+        let mut output = self.sampler.step(eps, self.sample.clone(), &mut self.rng)?;
+        output.prev_sample = self.with_known(output.prev_sample);
         self.sample = output.prev_sample.clone();
         Ok(Some(output))
     }

@@ -42,6 +42,10 @@ struct StartImage {
     pixels: Vec<u8>,
     /// The noise level to start from, 0 ≤ t < T.
     t: usize,
+    /// Inpainting: 28 × 28 values, nonzero where the model redraws the image; elsewhere the
+    /// result keeps `pixels` exactly.
+    #[serde(default)]
+    redraw: Option<Vec<u8>>,
 }
 
 /// `digit` for [`Denoiser::start`]: no label (the unconditional model, no guidance).
@@ -201,7 +205,7 @@ impl Denoiser {
         };
         request.validate().map_err(|e| JsError::new(&e))?;
         let generation = match from {
-            Some(StartImage { pixels, t }) => {
+            Some(StartImage { pixels, t, redraw }) => {
                 let timesteps = inner.manifest.schedule.timesteps;
                 if t >= timesteps {
                     return Err(JsError::new(&format!(
@@ -210,7 +214,19 @@ impl Denoiser {
                     )));
                 }
                 let image = image_tensor(&pixels, count as usize, &inner.device)?;
-                Generation::from_image(sampler, &request, image, t)
+                match redraw {
+                    Some(redraw) => {
+                        // 255 (x_0 = 1) where kept, 0 (x_0 = −1) where redrawn, mapped to 1 / 0.
+                        let kept: Vec<u8> = redraw
+                            .iter()
+                            .map(|&r| if r == 0 { 255 } else { 0 })
+                            .collect();
+                        let keep =
+                            (image_tensor(&kept, count as usize, &inner.device)? + 1.0) / 2.0;
+                        Generation::inpaint(sampler, &request, image, keep, t)
+                    }
+                    None => Generation::from_image(sampler, &request, image, t),
+                }
             }
             None => Generation::new(sampler, &request, &inner.device),
         };

@@ -222,3 +222,71 @@ fn sdedit_keeps_a_real_digit_from_t_300_and_redraws_it_as_asked_from_t_600() {
         "only {redrawn} of 10 digits were redrawn as asked from t = 600"
     );
 }
+
+#[test]
+fn inpainting_keeps_the_unmasked_pixels_exactly_and_redraws_the_rest() {
+    use gendi::data::{Mnist, Split, normalize_to_neg_one_to_one};
+    use gendi::pipeline::{Generation, GenerationRequest};
+    let device = common::device();
+    let (manifest, model) = load_exported(&root().join("www/weights"), &device).unwrap();
+    let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
+    // A 7, whose right half is redrawn as a 1 might be; every sampler kind keeps the left half.
+    let index = (0..test.len()).find(|&i| test.label(i) == 7).unwrap();
+    let pixels: Vec<f32> = test
+        .image(index)
+        .iter()
+        .map(|&p| normalize_to_neg_one_to_one(p))
+        .collect();
+    let keep: Vec<f32> = (0..784)
+        .map(|i| if i % 28 < 14 { 1.0 } else { 0.0 })
+        .collect();
+    let tensor = |values: &[f32]| {
+        burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(values.to_vec(), [1, 1, 28, 28]),
+            &device,
+        )
+    };
+    let request = GenerationRequest {
+        count: 1,
+        seed: 3,
+        digits: Digits::Only(1),
+        guidance: DEFAULT_GUIDANCE,
+    };
+    let schedule = NoiseSchedule::new(manifest.schedule);
+    for kind in [
+        SamplerKind::DpmSolver { steps: 20 },
+        SamplerKind::Ddim {
+            steps: 20,
+            eta: 1.0,
+        },
+        SamplerKind::PredictorCorrector {
+            steps: 10,
+            corrector_steps: 1,
+            snr: gendi::sampler::defaults::SNR,
+        },
+    ] {
+        let sampler = Sampler::new(schedule.clone(), kind).unwrap();
+        let mut generation =
+            Generation::inpaint(sampler, &request, tensor(&pixels), tensor(&keep), 999);
+        while generation.step(&model).unwrap().is_some() {}
+        let result = common::values(generation.sample().clone());
+        let (mut kept, mut changed) = (0, 0);
+        for i in 0..784 {
+            if keep[i] == 1.0 {
+                assert_eq!(
+                    result[i].to_bits(),
+                    pixels[i].to_bits(),
+                    "{kind}: kept pixel {i} changed"
+                );
+                kept += 1;
+            } else if (result[i] - pixels[i]).abs() > 0.1 {
+                changed += 1;
+            }
+        }
+        assert_eq!(kept, 392);
+        assert!(
+            changed > 10,
+            "{kind}: the masked half was not redrawn ({changed} pixels changed)"
+        );
+    }
+}

@@ -221,6 +221,10 @@ const handlers = {
     $('stat-step').textContent = `0 / ${total}`;
   },
   frame(frame) {
+    if (frame.step === frame.total) {
+      lastResult = frame.xt.slice(0, SIDE * SIDE);
+      $('pad-use-result').disabled = false;
+    }
     drawDigits($('xt'), frame.xt, frame.count);
     drawDigits($('x0'), frame.x0, frame.count);
     gendi.framesDrawn += 1;
@@ -278,6 +282,8 @@ function generate(from = null) {
 
 const pad = createPad($('pad'), () => { syncDenoise(); preview(); });
 let previewBusy = false;
+// The first digit of the last finished run, for "Use the result".
+let lastResult = null;
 let previewAgain = false;
 
 function syncDenoise() {
@@ -300,7 +306,15 @@ $('pad-undo').addEventListener('click', () => pad.undo());
 $('pad-clear').addEventListener('click', () => pad.clear());
 $('from-t').addEventListener('input', preview);
 ui.seed.addEventListener('input', preview);
-$('denoise').addEventListener('click', () => generate({ pixels: Array.from(pad.pixels()), t: Number($('from-t').value) }));
+$('pad-clear-mask').addEventListener('click', () => pad.clearMask());
+for (const radio of document.querySelectorAll('input[name=brush]')) radio.addEventListener('change', () => pad.setMode(radio.value));
+$('pad-use-result').addEventListener('click', () => pad.load(lastResult));
+$('denoise').addEventListener('click', () => {
+  const from = { pixels: Array.from(pad.pixels()), t: Number($('from-t').value) };
+  const mask = pad.mask();
+  if (mask) from.redraw = Array.from(mask);
+  generate(from);
+});
 gendi.pad = pad;
 
 // ---- Wiring --------------------------------------------------------------------------------

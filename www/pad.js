@@ -1,32 +1,44 @@
 // The drawing pad: a 28×28 digit drawn with the mouse, a finger or a pen (pointer events), shown
-// large, with undo and clear. Pixels are 8-bit, white ink on black, like MNIST.
+// large, with undo and clear. Pixels are 8-bit, white ink on black, like MNIST. In mask mode the
+// same strokes paint the part to redraw (inpainting), shown in red over the digit.
 const SIDE = 28;
 // Ink falls off from full at CORE pixels from the stroke to none at EDGE: about MNIST's 2–3 px
-// wide anti-aliased strokes.
+// wide anti-aliased strokes. The mask brush is wider and hard-edged.
 const CORE = 0.7;
 const EDGE = 1.7;
+const MASK_RADIUS = 2.5;
 
 export function createPad(canvas, onChange) {
   canvas.width = SIDE;
   canvas.height = SIDE;
   const context = canvas.getContext('2d');
-  let pixels = new Uint8Array(SIDE * SIDE);
+  let ink = new Uint8Array(SIDE * SIDE);
+  let mask = new Uint8Array(SIDE * SIDE);
+  let mode = 'ink';
   const history = [];
   let last = null;
 
   function draw() {
     const image = context.createImageData(SIDE, SIDE);
-    pixels.forEach((v, i) => { image.data.set([v, v, v, 255], 4 * i); });
+    ink.forEach((v, i) => {
+      const red = mask[i] ? 0.55 : 0;
+      image.data.set([v * (1 - red) + 230 * red, v * (1 - red) + 40 * red, v * (1 - red) + 40 * red, 255], 4 * i);
+    });
     context.putImageData(image, 0, 0);
   }
 
   function stamp(x, y) {
-    for (let row = Math.max(0, Math.floor(y - EDGE)); row <= Math.min(SIDE - 1, Math.ceil(y + EDGE)); row++) {
-      for (let col = Math.max(0, Math.floor(x - EDGE)); col <= Math.min(SIDE - 1, Math.ceil(x + EDGE)); col++) {
+    const reach = mode === 'ink' ? EDGE : MASK_RADIUS;
+    for (let row = Math.max(0, Math.floor(y - reach)); row <= Math.min(SIDE - 1, Math.ceil(y + reach)); row++) {
+      for (let col = Math.max(0, Math.floor(x - reach)); col <= Math.min(SIDE - 1, Math.ceil(x + reach)); col++) {
         const d = Math.hypot(col + 0.5 - x, row + 0.5 - y);
-        const ink = Math.round(255 * Math.min(1, Math.max(0, (EDGE - d) / (EDGE - CORE))));
         const i = row * SIDE + col;
-        if (ink > pixels[i]) pixels[i] = ink;
+        if (mode === 'mask') {
+          if (d <= MASK_RADIUS) mask[i] = 1;
+          continue;
+        }
+        const value = Math.round(255 * Math.min(1, Math.max(0, (EDGE - d) / (EDGE - CORE))));
+        if (value > ink[i]) ink[i] = value;
       }
     }
   }
@@ -46,11 +58,12 @@ export function createPad(canvas, onChange) {
     const box = canvas.getBoundingClientRect();
     return { x: (event.clientX - box.left) / box.width * SIDE, y: (event.clientY - box.top) / box.height * SIDE };
   };
+  const remember = () => history.push([ink.slice(), mask.slice()]);
 
   canvas.addEventListener('pointerdown', (event) => {
     event.preventDefault();
     canvas.setPointerCapture(event.pointerId);
-    history.push(pixels.slice());
+    remember();
     last = null;
     strokeTo(at(event));
   });
@@ -64,10 +77,16 @@ export function createPad(canvas, onChange) {
 
   draw();
   return {
-    pixels: () => pixels,
-    isEmpty: () => pixels.every((v) => v === 0),
-    clear() { history.push(pixels.slice()); pixels = new Uint8Array(SIDE * SIDE); draw(); onChange(); },
-    undo() { if (history.length) { pixels = history.pop(); draw(); onChange(); } },
-    load(image) { history.push(pixels.slice()); pixels = Uint8Array.from(image); draw(); onChange(); },
+    /** The digit, 8-bit. */
+    pixels: () => ink,
+    /** 1 where inpainting redraws, else 0; `null` when nothing is masked. */
+    mask: () => (mask.some((v) => v) ? mask : null),
+    isEmpty: () => ink.every((v) => v === 0),
+    setMode(next) { mode = next; },
+    clear() { remember(); ink = new Uint8Array(SIDE * SIDE); mask = new Uint8Array(SIDE * SIDE); draw(); onChange(); },
+    clearMask() { remember(); mask = new Uint8Array(SIDE * SIDE); draw(); onChange(); },
+    undo() { if (history.length) { [ink, mask] = history.pop(); draw(); onChange(); } },
+    /** Puts a digit (784 8-bit pixels) on the pad, with no mask. */
+    load(image) { remember(); ink = Uint8Array.from(image); mask = new Uint8Array(SIDE * SIDE); draw(); onChange(); },
   };
 }

@@ -154,6 +154,7 @@ test('automatic backend choice: a software-only WebGPU adapter falls back to the
 
 // Draws a "0" on the pad with the mouse API: an ellipse of pointer moves while the button is down.
 async function drawZero(page) {
+  await page.locator('#pad').scrollIntoViewIfNeeded();
   const box = await page.locator('#pad').boundingBox();
   const at = (a) => [box.x + box.width * (0.5 + 0.2 * Math.sin(a)), box.y + box.height * (0.5 - 0.3 * Math.cos(a))];
   await page.mouse.move(...at(0));
@@ -215,3 +216,44 @@ function padImage(page, selector, offset = 0) {
     return out.toDataURL('image/png');
   }, offset);
 }
+
+test('inpainting: a masked part is redrawn and every other pixel is kept exactly', { timeout: 300_000 }, async () => {
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    await page.goto(`${server.url}?backend=cpu&count=1&digit=1&seed=3`);
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    await drawZero(page);
+    // Mask the right half of the 0 with one stroke of the mask brush.
+    await page.check('input[name=brush][value=mask]');
+    const box = await page.locator('#pad').boundingBox();
+    await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.15);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.7, box.y + box.height * 0.85, { steps: 20 });
+    await page.mouse.up();
+    const { ink, mask } = await page.evaluate(() => ({ ink: Array.from(window.gendi.pad.pixels()), mask: Array.from(window.gendi.pad.mask() ?? []) }));
+    assert.equal(mask.length, 784, 'the mask brush painted a mask');
+    const masked = mask.filter((m) => m).length;
+    assert.ok(masked > 50 && masked < 400, `${masked} pixels masked`);
+
+    await page.$eval('#from-t', (el) => { el.value = el.max; el.dispatchEvent(new Event('input')); });
+    await page.click('#denoise');
+    await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === window.gendi.lastFrame?.total,
+      null, { timeout: 240_000, polling: 250 });
+    const result = await page.$eval('#xt', (canvas) =>
+      Array.from(canvas.getContext('2d').getImageData(1, 1, 28, 28).data.filter((_, i) => i % 4 === 0)));
+    let changed = 0;
+    for (let i = 0; i < 784; i++) {
+      if (mask[i]) changed += Math.abs(result[i] - ink[i]) > 32;
+      else assert.equal(result[i], ink[i], `pixel ${i} outside the mask changed`);
+    }
+    assert.ok(changed > 0, 'the masked part was redrawn');
+    // "Use the result" puts it on the pad, unmasked, for another round.
+    await page.click('#pad-use-result');
+    assert.deepEqual(await page.evaluate(() => Array.from(window.gendi.pad.pixels())), result);
+    assert.equal(await page.evaluate(() => window.gendi.pad.mask()), null);
+    await page.screenshot({ path: join(ARTIFACTS, 'inpainting.png'), fullPage: true });
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
