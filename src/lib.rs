@@ -1,6 +1,7 @@
 //! GENDI: a denoising diffusion model (DDPM) for MNIST digits. The same model, schedule and
 //! samplers run natively (training, evaluation, export) and in the browser (the web page).
 
+pub mod animation;
 pub mod data;
 pub mod kernels;
 pub mod model;

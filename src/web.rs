@@ -64,6 +64,27 @@ pub fn format_version() -> u32 {
     weights::FORMAT_VERSION
 }
 
+/// An animated GIF of a run: `frames` is the stored x_t frames one after another, each `count`
+/// digits of 28 × 28 8-bit pixels, drawn in the page's grid layout at `zoom`.
+#[wasm_bindgen(js_name = encodeGif)]
+pub fn encode_gif(
+    frames: Vec<u8>,
+    count: u32,
+    zoom: u32,
+    delay_ms: u16,
+) -> Result<Vec<u8>, JsError> {
+    let per_frame = count as usize * IMAGE_PIXELS;
+    if count == 0 || frames.is_empty() || frames.len() % per_frame != 0 {
+        return Err(JsError::new(&format!(
+            "{} bytes of frames are not whole frames of {count} digits",
+            frames.len()
+        )));
+    }
+    let frames: Vec<Vec<u8>> = frames.chunks(per_frame).map(<[u8]>::to_vec).collect();
+    crate::animation::encode_gif(&frames, count as usize, zoom as usize, delay_ms)
+        .map_err(|e| JsError::new(&e))
+}
+
 /// Parses and checks a manifest; throws with a readable message if this build cannot use it.
 #[wasm_bindgen(js_name = checkManifest)]
 pub fn check_manifest(json: &str) -> Result<JsValue, JsError> {

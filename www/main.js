@@ -69,6 +69,9 @@ function applyUrlParams() {
     }
   }
   if (!params.has('steps')) ui.steps.value = ui.sampler.selectedOptions[0].dataset.steps;
+  if (params.has('t')) $('from-t').value = params.get('t');
+  // A link made from a drawing holds its settings but not the drawing: open the pad.
+  if (params.get('mode') === 'drawing') requestAnimationFrame(() => $('drawing').scrollIntoView());
   if (!ui.seed.value) ui.seed.value = randomSeed();
 }
 
@@ -217,6 +220,7 @@ const handlers = {
   started({ total, params: p }) {
     prepareCanvas($('xt'), p.count);
     prepareCanvas($('x0'), p.count);
+    replay.reset(total, p.count);
     timing = { started: performance.now(), total };
     $('stat-step').textContent = `0 / ${total}`;
   },
@@ -225,8 +229,11 @@ const handlers = {
       lastResult = frame.xt.slice(0, SIDE * SIDE);
       $('pad-use-result').disabled = false;
     }
-    drawDigits($('xt'), frame.xt, frame.count);
-    drawDigits($('x0'), frame.x0, frame.count);
+    replay.record(frame);
+    if (replay.following()) {
+      drawDigits($('xt'), frame.xt, frame.count);
+      drawDigits($('x0'), frame.x0, frame.count);
+    }
     gendi.framesDrawn += 1;
     gendi.lastFrame = { t: frame.t, step: frame.step, total: frame.total };
     const elapsed = (performance.now() - timing.started) / 1000;
@@ -239,9 +246,15 @@ const handlers = {
   done({ seconds }) {
     $('stat-rate').textContent += ` (${seconds.toFixed(1)} s total)`;
     setState('ready');
+    replay.sync(replay.following());
     window.dispatchEvent(new CustomEvent('gendi-done'));
   },
-  stopped() { setState('ready'); },
+  stopped() { setState('ready'); replay.sync(replay.following()); },
+  gif({ gif }) {
+    gendi.gif = gif;
+    $('save-gif').disabled = false;
+    download(new Blob([gif], { type: 'image/gif' }), `gendi-seed${ui.seed.value}.gif`);
+  },
   noised({ xt, sqrtAlphaBar, snr, t, failed }) {
     previewBusy = false;
     if (failed) return;
@@ -272,10 +285,179 @@ function generate(from = null) {
   let p;
   try { p = readParams(); } catch (e) { showError(e.message); return; }
   if (from) p.from = from;
+  gendi.mode = from ? 'drawing' : 'noise';
+  syncUrl();
   clearError();
   gendi.framesDrawn = 0;
   setState('running');
   worker.postMessage({ type: 'generate', params: p });
+}
+
+// ---- Replay: stored frames, scrubbing, play, a digit's trajectory --------------------------
+
+// At most this many frames are kept: every step up to it, evenly spaced ones beyond.
+const MAX_FRAMES = 100;
+
+const replay = {
+  frames: [], total: 0, count: 0, timer: null,
+  reset(total, count) {
+    this.stop();
+    this.frames = []; this.total = total; this.count = count;
+    $('trajectory-figure').hidden = true;
+    this.sync();
+  },
+  // Keeps step s when it is the last or crosses one of MAX_FRAMES even marks.
+  record({ step, total, t, xt, x0 }) {
+    const mark = (s) => Math.floor((s * MAX_FRAMES) / total);
+    if (total > MAX_FRAMES && step !== total && mark(step) === mark(step - 1)) return;
+    const atEnd = this.following();
+    this.frames.push({ step, t, xt: xt.slice(), x0: x0.slice() });
+    this.sync(atEnd);
+  },
+  // Whether the slider is at the newest frame, so new frames show as they come.
+  following() { return Number($('scrub').value) >= this.frames.length - 1; },
+  sync(follow = true) {
+    const scrub = $('scrub');
+    scrub.max = Math.max(0, this.frames.length - 1);
+    if (follow) scrub.value = scrub.max;
+    scrub.disabled = this.frames.length === 0;
+    $('play').disabled = this.frames.length < 2;
+    $('save-png').disabled = this.frames.length === 0;
+    $('save-gif').disabled = this.frames.length === 0 || gendi.state === 'running';
+    this.label();
+  },
+  label() {
+    const frame = this.frames[Number($('scrub').value)];
+    $('scrub-value').textContent = frame ? `step ${frame.step} / ${this.total}, t = ${frame.t}` : '–';
+  },
+  show(index) {
+    const frame = this.frames[index];
+    if (!frame) return;
+    $('scrub').value = index;
+    drawDigits($('xt'), frame.xt, this.count);
+    drawDigits($('x0'), frame.x0, this.count);
+    this.label();
+    gendi.shownFrame = { index, step: frame.step, t: frame.t };
+  },
+  play() {
+    if (this.timer) { this.stop(); return; }
+    if (this.following()) this.show(0);
+    $('play').textContent = '❚❚ Pause';
+    this.timer = setInterval(() => {
+      const next = Number($('scrub').value) + 1;
+      if (next >= this.frames.length) { this.stop(); return; }
+      this.show(next);
+    }, 1000 / Number($('speed').value));
+  },
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+    $('play').textContent = '▶ Play';
+  },
+  // One digit's x_t (top row) and x̂_0 (bottom row) in up to 20 evenly spaced stored frames.
+  trajectory(digit) {
+    const picked = [];
+    const n = Math.min(20, this.frames.length);
+    for (let i = 0; i < n; i++) picked.push(this.frames[Math.round((i * (this.frames.length - 1)) / Math.max(1, n - 1))]);
+    const canvas = $('trajectory');
+    canvas.width = n * (SIDE + 1) + 1;
+    canvas.height = 2 * (SIDE + 1) + 1;
+    const context = canvas.getContext('2d');
+    context.fillStyle = '#222';
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    const image = context.createImageData(SIDE, SIDE);
+    picked.forEach((frame, column) => {
+      [frame.xt, frame.x0].forEach((pixels, row) => {
+        for (let p = 0; p < SIDE * SIDE; p++) {
+          const v = pixels[digit * SIDE * SIDE + p];
+          image.data.set([v, v, v, 255], 4 * p);
+        }
+        context.putImageData(image, 1 + column * (SIDE + 1), 1 + row * (SIDE + 1));
+      });
+    });
+    $('trajectory-caption').textContent = `digit ${digit + 1}: x_t (top) and x̂_0 (bottom) at steps ${picked.map((f) => f.step).join(', ')}`;
+    $('trajectory-figure').hidden = false;
+    gendi.trajectory = { digit, steps: picked.map((f) => f.step) };
+  },
+};
+
+$('scrub').addEventListener('input', () => { replay.stop(); replay.show(Number($('scrub').value)); });
+$('play').addEventListener('click', () => replay.play());
+for (const id of ['xt', 'x0']) {
+  $(id).addEventListener('click', (event) => {
+    if (!replay.frames.length) return;
+    const box = event.target.getBoundingClientRect();
+    const scale = event.target.width / box.width;
+    const cell = SIDE + 1;
+    const column = Math.floor(((event.clientX - box.left) * scale - 1) / cell);
+    const row = Math.floor(((event.clientY - box.top) * scale - 1) / cell);
+    const digit = row * layout(replay.count).columns + column;
+    if (column >= 0 && column < layout(replay.count).columns && digit >= 0 && digit < replay.count) replay.trajectory(digit);
+  });
+}
+
+// ---- Export and share ----------------------------------------------------------------------
+
+// A link to the current settings (and, for a drawing, the mode and noise level).
+function shareUrl() {
+  const url = new URL(location.href);
+  url.search = '';
+  for (const key of ['backend', 'count', 'digit', 'sampler', 'steps', 'seed', 'guidance']) url.searchParams.set(key, ui[key].value);
+  if (gendi.mode === 'drawing') { url.searchParams.set('mode', 'drawing'); url.searchParams.set('t', $('from-t').value); }
+  return url.href;
+}
+
+function syncUrl() {
+  history.replaceState(null, '', shareUrl());
+  $('share-url').value = location.href;
+}
+
+$('copy-link').addEventListener('click', async () => {
+  syncUrl();
+  const field = $('share-url');
+  field.hidden = false;
+  try {
+    await navigator.clipboard.writeText(field.value);
+    $('copy-link').textContent = 'Link copied';
+  } catch {
+    // No clipboard permission: the link is shown, selected, for copying by hand.
+    field.select();
+    $('copy-link').textContent = 'Copy the link below';
+  }
+  setTimeout(() => { $('copy-link').textContent = 'Copy link'; }, 2500);
+});
+
+// The frame on screen (x_t and x̂_0 side by side), 4× larger, as a PNG download.
+$('save-png').addEventListener('click', () => {
+  const [xt, x0] = [$('xt'), $('x0')];
+  const zoom = 4;
+  const out = document.createElement('canvas');
+  out.width = (xt.width * 2 + 4) * zoom; out.height = xt.height * zoom;
+  const context = out.getContext('2d');
+  context.imageSmoothingEnabled = false;
+  context.fillStyle = '#101418';
+  context.fillRect(0, 0, out.width, out.height);
+  context.drawImage(xt, 0, 0, xt.width * zoom, xt.height * zoom);
+  context.drawImage(x0, (xt.width + 4) * zoom, 0, x0.width * zoom, x0.height * zoom);
+  out.toBlob((blob) => download(blob, `gendi-seed${ui.seed.value}-step${gendi.shownFrame?.step ?? gendi.lastFrame?.step}.png`));
+});
+
+// The stored frames' x_t as an animated GIF, encoded by the wasm module (the `gif` crate).
+$('save-gif').addEventListener('click', () => {
+  const frames = replay.frames;
+  const all = new Uint8Array(frames.length * replay.count * SIDE * SIDE);
+  frames.forEach((f, i) => all.set(f.xt, i * f.xt.length));
+  $('save-gif').disabled = true;
+  worker.postMessage({ type: 'gif', frames: all, count: replay.count, zoom: GIF_ZOOM, delayMs: Math.round(1000 / Number($('speed').value)) }, [all.buffer]);
+});
+const GIF_ZOOM = 4;
+
+function download(blob, name) {
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
 }
 
 // ---- Drawing pad (SDEdit) -------------------------------------------------------------------
@@ -323,6 +505,7 @@ $('controls').addEventListener('submit', (event) => { event.preventDefault(); ge
 ui.stop.addEventListener('click', () => worker.postMessage({ type: 'stop' }));
 $('reseed').addEventListener('click', () => { ui.seed.value = randomSeed(); });
 for (const control of [ui.guidance, ui.digit]) control.addEventListener('input', syncControls);
+for (const control of Object.values(ui)) control.addEventListener('change', syncUrl);
 ui.sampler.addEventListener('input', samplerChanged);
 ui.backend.addEventListener('change', async () => startWorker(await chooseBackend()));
 

@@ -1,6 +1,6 @@
 // Runs the WebAssembly model off the main thread: loads and verifies the weights, then streams
 // one message per reverse step. The page stays responsive however slow a step is.
-import init, { Denoiser, checkManifest, formatVersion } from './pkg/gendi.js';
+import init, { Denoiser, checkManifest, encodeGif, formatVersion } from './pkg/gendi.js';
 
 const CACHE = 'gendi-weights';
 let denoiser = null;
@@ -137,6 +137,10 @@ self.onmessage = async ({ data }) => {
     else if (data.type === 'generate') await generate(data.params);
     else if (data.type === 'stop') stopRequested = running;
     else if (data.type === 'noised') noised(data);
+    else if (data.type === 'gif') {
+      const gif = encodeGif(data.frames, data.count, data.zoom, data.delayMs);
+      post({ type: 'gif', gif }, [gif.buffer]);
+    }
   } catch (e) {
     running = false;
     fail(e, data.type);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{GenerateArgs, ModelSource, SamplerArgs, ScheduleArg, random_seed, schedule_config};
+use gendi::animation;
 use gendi::data::{self, DIGITS, IMAGE_PIXELS, Mnist, Split, to_pixels};
 use gendi::native::images;
 use gendi::pipeline::{DEFAULT_GUIDANCE, Digits, Generation, GenerationRequest};
@@ -47,6 +48,10 @@ pub struct SampleArgs {
     /// Guidance scale w: ε = (1+w)·ε(x,t,y) − w·ε(x,t,∅). Not used with `--digit none`.
     #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
     guidance: f32,
+    /// Also write the run as an animated GIF: x_t of every step (up to 100, evenly spaced beyond),
+    /// in the web page's layout, 4× enlarged (at most 256 digits).
+    #[arg(long, value_name = "FILE")]
+    gif: Option<PathBuf>,
     /// Also write trajectory.png: x_t across the reverse process, one row per digit (up to 8).
     #[arg(long)]
     trajectory: bool,
@@ -147,10 +152,22 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     if args.trajectory {
         trajectory.push(read(generation.sample(), shown)?);
     }
-    while let Some(_) = generation.step(&model).map_err(|e| e.to_string())? {
+    if args.gif.is_some() && args.count > 256 {
+        return Err("--gif draws at most 256 digits: lower --count".into());
+    }
+    let gif_steps = animation::kept_steps(total);
+    let mut gif_frames = Vec::new();
+    while generation
+        .step(&model)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
         let done = generation.steps_done();
         if args.trajectory && done < total && done % (total / snapshots).max(1) == 0 {
             trajectory.push(read(generation.sample(), shown)?);
+        }
+        if args.gif.is_some() && gif_steps.binary_search(&(done - 1)).is_ok() {
+            gif_frames.push(read(generation.sample(), args.count)?);
         }
         bar.inc(1);
     }
@@ -176,6 +193,11 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     if args.trajectory {
         trajectory.push(read(generation.sample(), shown)?);
         save(&strip(&trajectory, shown), &args.out.join("trajectory.png"))?;
+    }
+    if let Some(path) = &args.gif {
+        let bytes = animation::encode_gif(&gif_frames, args.count, 4, 100)?;
+        std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("wrote {} frames to {}", gif_frames.len(), path.display());
     }
     println!(
         "wrote {} digits (seed {seed}, {} steps) to {}",

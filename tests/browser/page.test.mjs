@@ -257,3 +257,86 @@ test('inpainting: a masked part is redrawn and every other pixel is kept exactly
     await context.close();
   }
 });
+
+// Runs the page's current settings to the end; returns the x_t canvas after each step.
+async function runToEnd(page) {
+  await page.evaluate(() => {
+    window.__canvases = [];
+    window.addEventListener('gendi-frame', () => window.__canvases.push(document.getElementById('xt').toDataURL()));
+  });
+  await page.click('#start');
+  await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === window.gendi.lastFrame?.total,
+    null, { timeout: 240_000, polling: 250 });
+  return page.evaluate(() => window.__canvases);
+}
+
+test('replay: scrubbing back shows the stored frame, a digit opens its trajectory, the GIF holds every frame, a copied link reproduces the run', { timeout: 400_000 }, async () => {
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    await page.goto(`${server.url}?backend=cpu&count=4&digit=-2&seed=11&sampler=dpm-solver&steps=10`);
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    const canvases = await runToEnd(page);
+    assert.equal(canvases.length, 10);
+
+    // Scrub back to the third stored frame: the canvas shows what step 3 drew.
+    await page.$eval('#scrub', (el) => { el.value = '2'; el.dispatchEvent(new Event('input')); });
+    assert.equal(await page.evaluate(() => window.gendi.shownFrame.step), 3);
+    assert.equal(await page.$eval('#xt', (c) => c.toDataURL()), canvases[2]);
+    assert.match(await page.textContent('#scrub-value'), /step 3 \/ 10/);
+
+    // Click the second digit (top right of a 2 × 2 grid): its trajectory strip opens.
+    const box = await page.locator('#xt').boundingBox();
+    await page.mouse.click(box.x + box.width * 0.75, box.y + box.height * 0.25);
+    assert.equal(await page.evaluate(() => window.gendi.trajectory.digit), 1);
+    assert.ok(await page.isVisible('#trajectory'));
+
+    // Save GIF: the wasm module encodes it; Chromium's own decoder reads it back.
+    await page.click('#save-gif');
+    await page.waitForFunction(() => window.gendi.gif, null, { timeout: 60_000 });
+    const gif = await page.evaluate(async () => {
+      const decoder = new ImageDecoder({ data: window.gendi.gif, type: 'image/gif' });
+      await decoder.tracks.ready;
+      const count = decoder.tracks.selectedTrack.frameCount;
+      const frames = [];
+      for (const index of [2, count - 1]) {
+        const { image } = await decoder.decode({ frameIndex: index });
+        const canvas = new OffscreenCanvas(image.displayWidth, image.displayHeight);
+        canvas.getContext('2d').drawImage(image, 0, 0);
+        const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+        image.close();
+        frames.push({ width: data.width, data: Array.from(data.data) });
+      }
+      return { count, frames };
+    });
+    assert.equal(gif.count, 10, 'one GIF frame per stored frame');
+    for (const [i, index] of [[0, 2], [1, 9]]) {
+      await page.$eval('#scrub', (el, v) => { el.value = String(v); el.dispatchEvent(new Event('input')); }, index);
+      const shown = await page.$eval('#xt', (c) => ({ width: c.width, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data) }));
+      const frame = gif.frames[i];
+      assert.equal(frame.width, shown.width * 4, 'the GIF is the canvas at 4×');
+      let differing = 0;
+      for (let y = 0; y < shown.data.length / 4 / shown.width; y++) {
+        for (let x = 0; x < shown.width; x++) {
+          const a = shown.data[4 * (y * shown.width + x)];
+          const b = frame.data[4 * (4 * y * frame.width + 4 * x)];
+          if (a !== b) differing += 1;
+        }
+      }
+      assert.equal(differing, 0, `GIF frame ${index} differs from the canvas in ${differing} pixels`);
+    }
+
+    // Copy link, open it elsewhere, run: the same x_t at every step.
+    await page.click('#copy-link');
+    const link = await page.inputValue('#share-url');
+    assert.match(link, /seed=11/);
+    assert.match(link, /sampler=dpm-solver/);
+    const other = await context.newPage();
+    await other.goto(link);
+    assert.equal(await waitLoaded(other), 'ready');
+    const again = await runToEnd(other);
+    assert.deepEqual(again, canvases, 'the link reproduces every x_t of the run');
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
