@@ -20,6 +20,7 @@ NODE_DIR="$CACHE/node"
 PORT="${PORT:-8000}"
 BINARYEN_VERSION=132
 PLAYWRIGHT_VERSION=1.64.1
+AXE_VERSION=4.14.1
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -45,11 +46,12 @@ setup_tools() {
   command -v npm >/dev/null || pkgs+=(nodejs npm)
   rustup_has_wasm || pkgs+=(rustc-web cargo-web rust-web-src)
   apt_install "${pkgs[@]}"
-  if [ ! -x "$NODE_DIR/node_modules/.bin/wasm-opt" ] || [ ! -d "$NODE_DIR/node_modules/playwright-core" ]; then
-    say "installing binaryen@$BINARYEN_VERSION and playwright-core@$PLAYWRIGHT_VERSION from npm into $NODE_DIR"
+  if [ ! -x "$NODE_DIR/node_modules/.bin/wasm-opt" ] || [ ! -d "$NODE_DIR/node_modules/playwright-core" ] \
+    || [ ! -f "$NODE_DIR/node_modules/axe-core/axe.min.js" ]; then
+    say "installing binaryen@$BINARYEN_VERSION, playwright-core@$PLAYWRIGHT_VERSION and axe-core@$AXE_VERSION from npm into $NODE_DIR"
     mkdir -p "$NODE_DIR"
     (cd "$NODE_DIR" && [ -f package.json ] || echo '{"private":true}' > package.json)
-    (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund "binaryen@$BINARYEN_VERSION" "playwright-core@$PLAYWRIGHT_VERSION")
+    (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund "binaryen@$BINARYEN_VERSION" "playwright-core@$PLAYWRIGHT_VERSION" "axe-core@$AXE_VERSION")
   fi
 }
 

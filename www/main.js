@@ -490,7 +490,31 @@ $('from-t').addEventListener('input', preview);
 ui.seed.addEventListener('input', preview);
 $('pad-clear-mask').addEventListener('click', () => pad.clearMask());
 for (const radio of document.querySelectorAll('input[name=brush]')) radio.addEventListener('change', () => pad.setMode(radio.value));
-$('pad-use-result').addEventListener('click', () => pad.load(lastResult));
+$('pad-use-result').addEventListener('click', () => { pad.load(lastResult); $('pad-caption').textContent = 'the last result'; });
+$('pad-real').addEventListener('click', () => loadRealDigit().catch((e) => showError(`Could not load the MNIST digits: ${e.message}`)));
+
+// The first 200 MNIST test digits (www/digits, idx files as MNIST ships them, 31 kB gzipped),
+// fetched the first time they are asked for; each click shows the next one.
+let realDigits = null;
+let realIndex = -1;
+async function loadRealDigit() {
+  if (!realDigits) {
+    const get = async (name) => {
+      const response = await fetch(`digits/${name}`);
+      if (!response.ok) throw new Error(`digits/${name}: HTTP ${response.status}`);
+      return new Uint8Array(await response.arrayBuffer());
+    };
+    const [images, labels] = await Promise.all([get('mnist-test-images-idx3-ubyte'), get('mnist-test-labels-idx1-ubyte')]);
+    const count = new DataView(images.buffer).getUint32(4);
+    if (images.length !== 16 + count * SIDE * SIDE || labels.length !== 8 + count) throw new Error('the idx files are truncated');
+    realDigits = { images: images.subarray(16), labels: labels.subarray(8), count };
+    realIndex = Number(ui.seed.value) % count - 1;
+  }
+  realIndex = (realIndex + 1) % realDigits.count;
+  pad.load(realDigits.images.subarray(realIndex * SIDE * SIDE, (realIndex + 1) * SIDE * SIDE));
+  $('pad-caption').textContent = `MNIST test digit ${realIndex + 1} (a ${realDigits.labels[realIndex]})`;
+  gendi.realDigit = { index: realIndex, label: realDigits.labels[realIndex] };
+}
 $('denoise').addEventListener('click', () => {
   const from = { pixels: Array.from(pad.pixels()), t: Number($('from-t').value) };
   const mask = pad.mask();

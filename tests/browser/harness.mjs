@@ -10,6 +10,9 @@ const require = createRequire(import.meta.url);
 // Installed by build.sh into $GENDI_CACHE/node and found through NODE_PATH.
 const { chromium } = require('playwright-core');
 
+/** axe-core's browser bundle (installed beside playwright-core), for accessibility checks. */
+export const AXE_PATH = require.resolve('axe-core/axe.min.js');
+
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const WWW = join(ROOT, 'www');
 export const ARTIFACTS = join(ROOT, 'tests', 'browser', 'artifacts');

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, ROOT, WWW } from './harness.mjs';
+import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, AXE_PATH, ROOT, WWW } from './harness.mjs';
 
 // The page's default digits: a guided mix of 0–9 (`--digit mixed` natively, -2 in the page's selector).
 // No guidance is given to either side: the page's slider default must be the native DEFAULT_GUIDANCE.
@@ -335,6 +335,59 @@ test('replay: scrubbing back shows the stored frame, a digit opens its trajector
     assert.equal(await waitLoaded(other), 'ready');
     const again = await runToEnd(other);
     assert.deepEqual(again, canvases, 'the link reproduces every x_t of the run');
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
+// axe-core's WCAG 2 A and AA rules on the page as it is now: a list of "rule: element" strings.
+async function accessibilityViolations(page) {
+  if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: AXE_PATH });
+  return page.evaluate(async () => {
+    const { violations } = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] });
+    return violations.flatMap((v) => v.nodes.map((n) => `${v.id}: ${n.target.join(' ')} (${v.help})`));
+  });
+}
+
+test('accessible: no axe-core violations at 1280 and 375 px, no sideways scrolling on a phone, every control by keyboard', { timeout: 300_000 }, async () => {
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.goto(`${server.url}?backend=cpu&count=4&steps=5`);
+    assert.equal(await waitLoaded(page), 'ready');
+    await page.click('#pad-real');
+    await page.waitForFunction(() => window.gendi.realDigit, null, { timeout: 30_000 });
+    assert.deepEqual(await accessibilityViolations(page), []);
+
+    // Keyboard only: Enter on Generate runs; then Tab reaches every control, each with a
+    // visible focus (the replay controls are enabled once a run has frames).
+    await page.focus('#start');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === 5, null, { timeout: 120_000 });
+    await page.focus('#backend');
+    const reached = new Set(['backend']);
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press('Tab');
+      const focus = await page.evaluate(() => {
+        const el = document.activeElement;
+        if (!el || el === document.body) return null; // past the last control, before the first
+        return { id: el.id || el.name || el.value, outline: getComputedStyle(el).outlineStyle };
+      });
+      if (!focus) continue;
+      reached.add(focus.id);
+      assert.notEqual(focus.outline, 'none', `${focus.id} shows no focus`);
+    }
+    for (const id of ['backend', 'count', 'digit', 'guidance', 'sampler', 'steps', 'seed', 'start', 'play', 'scrub', 'speed',
+      'save-png', 'save-gif', 'copy-link', 'brush', 'pad-undo', 'pad-clear', 'pad-use-result', 'pad-real', 'from-t', 'denoise']) {
+      assert.ok(reached.has(id), `Tab never reaches ${id} (reached ${[...reached].join(', ')})`);
+    }
+    assert.deepEqual(await accessibilityViolations(page), [], 'after a run');
+
+    await page.setViewportSize({ width: 375, height: 800 });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 375), 'the page scrolls sideways at 375 px');
+    assert.deepEqual(await accessibilityViolations(page), []);
+    await page.screenshot({ path: join(ARTIFACTS, 'page-375.png'), fullPage: true });
     assert.deepEqual(consoleErrors, []);
   } finally {
     await context.close();
