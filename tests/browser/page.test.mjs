@@ -393,3 +393,28 @@ test('accessible: no axe-core violations at 1280 and 375 px, no sideways scrolli
     await context.close();
   }
 });
+
+test('touch: a finger drawing on the pad leaves ink and does not scroll the page', { timeout: 120_000 }, async () => {
+  const { context, page } = await openPage(browser, server);
+  try {
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.goto(`${server.url}?backend=cpu`);
+    assert.equal(await waitLoaded(page), 'ready');
+    await page.locator('#pad').scrollIntoViewIfNeeded();
+    const box = await page.locator('#pad').boundingBox();
+    const scrollBefore = await page.evaluate(() => window.scrollY);
+    // Raw touch events through the DevTools protocol: touchstart, moves down the middle, touchend.
+    const cdp = await context.newCDPSession(page);
+    const point = (f) => [{ x: box.x + box.width / 2, y: box.y + box.height * f }];
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchStart', touchPoints: point(0.2) });
+    for (let f = 0.25; f <= 0.8; f += 0.05) await cdp.send('Input.dispatchTouchEvent', { type: 'touchMove', touchPoints: point(f) });
+    await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
+    await page.waitForFunction(() => !window.gendi.pad.isEmpty(), null, { timeout: 5_000 });
+    const inked = await page.evaluate(() => window.gendi.pad.pixels().filter((v) => v > 128).length);
+    assert.ok(inked > 20, `only ${inked} pixels inked by the stroke`);
+    assert.equal(await page.evaluate(() => window.scrollY), scrollBefore, 'drawing scrolled the page');
+    assert.ok(await page.isEnabled('#denoise'));
+  } finally {
+    await context.close();
+  }
+});
