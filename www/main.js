@@ -267,7 +267,13 @@ const handlers = {
     $('from-t-info').textContent = `t = ${t}: √ᾱ_t = ${sqrtAlphaBar.toFixed(3)}, signal-to-noise ratio ᾱ_t/(1 − ᾱ_t) = ${snr < 0.01 ? snr.toExponential(1) : snr.toFixed(2)}`;
     if (previewAgain) { previewAgain = false; preview(); }
   },
-  error({ message, context }) {
+  error({ message, context, crashed }) {
+    if (context === 'start' && !crashed) {
+      // Settings the model refused: nothing broke, so the page stays ready.
+      setState('ready');
+      showError(`These settings cannot run: ${message}`);
+      return;
+    }
     setState('error');
     const actions = [];
     if (currentBackend === 'webgpu') {

@@ -17,11 +17,12 @@ console.error = (...args) => { lastPanic = args.join(' '); consoleError(...args)
 
 function fail(error, context) {
   let message = String((error && error.message) || error);
-  if (error instanceof WebAssembly.RuntimeError) {
+  const crashed = error instanceof WebAssembly.RuntimeError;
+  if (crashed) {
     message = `the WebAssembly module crashed${lastPanic ? `: ${lastPanic}` : ` (${message})`}. Retry to start it again`;
     denoiser = null;
   }
-  post({ type: 'error', context, message });
+  post({ type: 'error', context, message, crashed });
 }
 
 async function fetchOk(url, what) {
@@ -100,7 +101,13 @@ async function load({ backend, base }) {
 
 async function generate(params) {
   if (!denoiser) throw new Error('the model is not loaded yet');
-  const total = denoiser.start(params);
+  let total;
+  try {
+    total = denoiser.start(params);
+  } catch (e) {
+    fail(e, 'start'); // the settings, not the device
+    return;
+  }
   running = true;
   stopRequested = false;
   post({ type: 'started', total, params });

@@ -32,7 +32,11 @@ pub enum SamplerKind {
     },
     /// DDIM (Song et al. 2021, eq. 12) over `steps` ≤ T timesteps; η = 0 is deterministic,
     /// η = 1 is DDPM's posterior.
-    Ddim { steps: usize, eta: f64 },
+    Ddim {
+        steps: usize,
+        #[serde(default)]
+        eta: f64,
+    },
     /// DPM-Solver++(2M) (Lu et al. 2022) over `steps` timesteps: deterministic, second order.
     DpmSolver { steps: usize },
     /// Annealed Langevin dynamics (Song & Ermon 2019) on the model's score: `steps_per_level`

@@ -418,3 +418,68 @@ test('touch: a finger drawing on the pad leaves ink and does not scroll the page
     await context.close();
   }
 });
+
+// Serves worker.js with `prefix` in front of it (e.g. hooks a test needs inside the worker).
+async function patchWorker(page, prefix) {
+  await page.route('**/worker.js', async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, body: prefix + (await response.text()), headers: { ...response.headers(), 'content-type': 'text/javascript' } });
+  });
+}
+
+test('WebGPU device lost mid-run: the page says so, "Switch to the CPU backend" works and the next run finishes', { timeout: 300_000 }, async () => {
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    // Keep the worker's GPUDevice where the test can reach it.
+    await patchWorker(page, `const requestDevice = GPUAdapter.prototype.requestDevice;
+GPUAdapter.prototype.requestDevice = async function (...args) { const device = await requestDevice.apply(this, args); self.__gpuDevice = device; return device; };
+`);
+    await page.goto(`${server.url}?backend=webgpu&count=1&digit=-1&sampler=ddim&steps=200&seed=1`);
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    await page.click('#start');
+    await page.waitForFunction(() => window.gendi.framesDrawn >= 2, null, { timeout: 120_000 });
+    const [worker] = page.workers();
+    assert.ok(await worker.evaluate(() => Boolean(self.__gpuDevice)), 'the hook saw the GPU device');
+    await worker.evaluate(() => self.__gpuDevice.destroy());
+    await page.waitForFunction(() => window.gendi.state === 'error', null, { timeout: 120_000 });
+    assert.match(await page.textContent('#error'), /GPU|device/i);
+    await page.screenshot({ path: join(ARTIFACTS, 'device-lost.png') });
+    await page.getByRole('button', { name: 'Switch to the CPU backend' }).click();
+    assert.equal(await waitLoaded(page), 'ready');
+    assert.equal(await page.evaluate(() => window.gendi.backend), 'cpu');
+    await page.fill('#steps', '5');
+    await page.click('#start');
+    await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === 5, null, { timeout: 120_000 });
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a worker whose WebAssembly module crashed is started again by Retry', { timeout: 300_000 }, async () => {
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    // With self.__crashNext set, the next start() traps the way a panicking wasm module does:
+    // the panic hook's message on console.error, then a RuntimeError ("unreachable").
+    await patchWorker(page, `import { Denoiser as PatchedDenoiser } from './pkg/gendi.js';
+const realStart = PatchedDenoiser.prototype.start;
+PatchedDenoiser.prototype.start = function (...args) {
+  if (self.__crashNext) { console.error('panicked at src/web.rs: a test crash'); throw new WebAssembly.RuntimeError('unreachable'); }
+  return realStart.apply(this, args);
+};
+`);
+    await page.goto(`${server.url}?backend=cpu&count=1&steps=5`);
+    assert.equal(await waitLoaded(page), 'ready');
+    await page.workers()[0].evaluate(() => { self.__crashNext = true; });
+    await page.click('#start');
+    await page.waitForFunction(() => window.gendi.state === 'error', null, { timeout: 30_000 });
+    assert.match(await page.textContent('#error'), /crashed: panicked at src\/web.rs: a test crash/);
+    await page.getByRole('button', { name: 'Retry' }).click();
+    assert.equal(await waitLoaded(page), 'ready');
+    await page.click('#start');
+    await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === 5, null, { timeout: 120_000 });
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
