@@ -296,7 +296,8 @@ fn the_pages_real_digits_are_the_first_200_mnist_test_digits() {
     use gendi::data::{Mnist, Split, parse_idx_images, parse_idx_labels};
     let dir = root().join("www/digits");
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
-    let (pixels, count) = parse_idx_images(&read("mnist-test-images-idx3-ubyte"), "images").unwrap();
+    let (pixels, count) =
+        parse_idx_images(&read("mnist-test-images-idx3-ubyte"), "images").unwrap();
     let labels = parse_idx_labels(&read("mnist-test-labels-idx1-ubyte"), "labels").unwrap();
     assert_eq!((count, labels.len()), (200, 200));
     let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
