@@ -191,7 +191,10 @@ function startWorker(backend) {
     showError(`The WebAssembly worker failed to start: ${event.message || 'see the browser console'}. ` +
       'Was ./build.sh run, so that www/pkg/ exists?', [['Retry', () => startWorker(currentBackend)]]);
   };
-  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href });
+  // The warm-up runs the batch the current settings will: the digits, twice with guidance.
+  const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
+  const warmBatch = Number(ui.digit.value) === -1 ? count : 2 * count;
+  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, warmBatch });
 }
 
 const handlers = {
@@ -201,8 +204,12 @@ const handlers = {
     const mb = (n) => (n / 1e6).toFixed(2);
     $('load-label').textContent = cached ? `Weights from the browser cache (${mb(total)} MB)` : `Downloading weights: ${mb(received)} of ${mb(total)} MB`;
   },
-  ready({ backend, adapter, info }) {
-    gendi.backend = backend; gendi.T = info.timesteps;
+  warming({ backend }) {
+    $('load-label').textContent = backend === 'webgpu' ? 'Preparing the GPU (compiling shaders)…' : 'Preparing…';
+    $('load-progress').removeAttribute('value');
+  },
+  ready({ backend, adapter, info, warmUpMs }) {
+    gendi.backend = backend; gendi.T = info.timesteps; gendi.warmUpMs = warmUpMs;
     $('from-t').max = info.timesteps - 1;
     gendi.adapter = backend === 'webgpu' && gpuName ? gpuName : adapter;
     $('loading').hidden = true;

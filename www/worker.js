@@ -74,7 +74,7 @@ async function loadWeights(manifestUrl, info) {
   };
 }
 
-async function load({ backend, base }) {
+async function load({ backend, base, warmBatch }) {
   denoiser = null;
   await init();
   const manifestUrl = new URL('weights/manifest.json', base).href;
@@ -96,7 +96,10 @@ async function load({ backend, base }) {
     denoiser = await Denoiser.create(manifestText, weights.bytes, backend);
   }
   if (weights.remember) await weights.remember();
-  post({ type: 'ready', backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache });
+  // One step's worth of work before the page says ready: shaders compile now, not on step 1.
+  post({ type: 'warming', backend: denoiser.backend });
+  const warmUpMs = await denoiser.warmUp(warmBatch);
+  post({ type: 'ready', warmUpMs, backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache });
 }
 
 async function generate(params) {
