@@ -214,15 +214,7 @@ fn loss_csv_reader_survives_mutated_files() {
 fn checkpoint_loader_survives_mutated_checkpoints() {
     // A real checkpoint of a small network, so that ten thousand copies are quick to write.
     let config = TrainConfig {
-        model: UNetConfig {
-            base_channels: 8,
-            channel_mults: vec![1, 2],
-            blocks_per_level: 1,
-            embedding_dim: 16,
-            groups: 4,
-            attention_heads: 2,
-            ..UNetConfig::default()
-        },
+        model: UNetConfig::tiny(),
         batch_size: 2,
         ..TrainConfig::default()
     };
@@ -274,15 +266,7 @@ fn weights_loader_survives_mutated_burnpack_bytes_with_a_matching_manifest() {
     // and the parameter checks rather than stopping at the hash.
     use gendi::weights::{StoredDType, load_model, manifest_for, model_to_bytes_as};
     let device = common::device();
-    let config = UNetConfig {
-        base_channels: 8,
-        channel_mults: vec![1, 2],
-        blocks_per_level: 1,
-        embedding_dim: 16,
-        groups: 4,
-        attention_heads: 2,
-        ..UNetConfig::default()
-    };
+    let config = UNetConfig::tiny();
     let model = config.init(&device);
     let parameters = model.num_params();
     let originals: Vec<(StoredDType, Vec<u8>)> = [StoredDType::F16, StoredDType::F32]

@@ -5,23 +5,25 @@
 use gendi::model::UNetConfig;
 use gendi::weights::{StoredDType, load_model, manifest_for};
 
-fn config() -> UNetConfig {
-    UNetConfig {
-        base_channels: 8,
-        channel_mults: vec![1, 2],
-        blocks_per_level: 1,
-        embedding_dim: 16,
-        groups: 4,
-        attention_heads: 2,
-        ..UNetConfig::default()
-    }
-}
-
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((&which, bytes)) = data.split_first() else { return };
-    let dtype = if which % 2 == 0 { StoredDType::F16 } else { StoredDType::F32 };
-    let config = config();
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    let dtype = if which % 2 == 0 {
+        StoredDType::F16
+    } else {
+        StoredDType::F32
+    };
+    let config = UNetConfig::tiny();
     let parameters = config.parameter_count().unwrap_or(0);
-    let manifest = manifest_for(&config, Default::default(), parameters, 1, true, bytes, dtype);
+    let manifest = manifest_for(
+        &config,
+        Default::default(),
+        parameters,
+        1,
+        true,
+        bytes,
+        dtype,
+    );
     let _ = load_model(&manifest, bytes, &burn::tensor::Device::flex());
 });

@@ -88,6 +88,20 @@ impl Default for UNetConfig {
 }
 
 impl UNetConfig {
+    /// A two-level network with 8 and 16 channels, one block a level: too small to draw good
+    /// digits, quick to build thousands of times in tests and fuzzing.
+    pub fn tiny() -> Self {
+        Self {
+            base_channels: 8,
+            channel_mults: vec![1, 2],
+            blocks_per_level: 1,
+            embedding_dim: 16,
+            groups: 4,
+            attention_heads: 2,
+            ..Self::default()
+        }
+    }
+
     /// Checks that the numbers fit together and stay within [`limits`], so that `init` cannot
     /// panic or exhaust memory on a config from outside. Each refusal names the field, the value
     /// and the allowed range.
