@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use js_sys::{Float32Array, Object, Reflect, Uint8Array};
+use js_sys::Uint8Array;
 use wasm_bindgen::prelude::*;
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, normalize_to_neg_one_to_one, to_pixels};
@@ -89,15 +89,15 @@ pub fn encode_gif(
 #[wasm_bindgen(js_name = checkManifest)]
 pub fn check_manifest(json: &str) -> Result<JsValue, JsError> {
     let manifest = weights::parse_manifest(json).map_err(|e| JsError::new(&e.to_string()))?;
-    let info = Object::new();
-    set(&info, "parameters", manifest.parameters as f64);
-    set(&info, "bytes", manifest.weights.bytes as f64);
-    set(&info, "sha256", manifest.weights.sha256.as_str());
-    set(&info, "file", manifest.weights.file.as_str());
-    set(&info, "trainingSteps", manifest.training_steps as f64);
-    set(&info, "timesteps", manifest.schedule.timesteps as f64);
-    set(&info, "conditional", manifest.model.num_classes > 0);
-    Ok(info.into())
+    to_js(&ManifestInfo {
+        parameters: manifest.parameters,
+        bytes: manifest.weights.bytes,
+        sha256: manifest.weights.sha256,
+        file: manifest.weights.file,
+        training_steps: manifest.training_steps,
+        timesteps: manifest.schedule.timesteps,
+        conditional: manifest.model.num_classes > 0,
+    })
 }
 
 struct Inner {
@@ -304,11 +304,11 @@ impl Denoiser {
             .try_to_vec::<f32>()
             .map_err(|e| JsError::new(&format!("{e:?}")))?;
         let alpha_bar = schedule.alphas_cumprod[t];
-        let info = Object::new();
-        set(&info, "xt", Uint8Array::from(to_pixels(&xt).as_slice()));
-        set(&info, "sqrtAlphaBar", alpha_bar.sqrt());
-        set(&info, "snr", alpha_bar / (1.0 - alpha_bar));
-        Ok(info.into())
+        to_js(&Noised {
+            xt: Pixels(to_pixels(&xt)),
+            sqrt_alpha_bar: alpha_bar.sqrt(),
+            snr: alpha_bar / (1.0 - alpha_bar),
+        })
     }
 
     /// Runs one reverse step. Resolves to `{ t, step, total, xt, x0 }` with `xt`, `x0` as 8-bit
@@ -331,16 +331,17 @@ impl Denoiser {
                 .step(&state.model)
                 .map_err(|e| js_error(&e.to_string()))?;
             let output = output.expect("a step remained");
-            let frame = Object::new();
-            set(&frame, "t", t as f64);
-            set(&frame, "step", generation.steps_done() as f64);
-            set(&frame, "total", generation.total_steps() as f64);
             let xt = read(output.prev_sample).await?;
             let x0 = read(output.pred_x0).await?;
-            set(&frame, "xt", Uint8Array::from(to_pixels(&xt).as_slice()));
-            set(&frame, "x0", Uint8Array::from(to_pixels(&x0).as_slice()));
-            set(&frame, "xtRaw", Float32Array::from(xt.as_slice()));
-            Ok(frame.into())
+            let frame = Frame {
+                t,
+                step: generation.steps_done(),
+                total: generation.total_steps(),
+                xt: Pixels(to_pixels(&xt)),
+                x0: Pixels(to_pixels(&x0)),
+                xt_raw: xt,
+            };
+            to_js(&frame).map_err(JsValue::from)
         })
     }
 }
@@ -389,7 +390,53 @@ fn js_error(message: &str) -> JsValue {
     JsError::new(message).into()
 }
 
-fn set(object: &Object, key: &str, value: impl Into<JsValue>) {
-    // Setting a property on a fresh plain object cannot fail.
-    let _ = Reflect::set(object, &JsValue::from_str(key), &value.into());
+/// A typed value as a plain JavaScript object (serde-wasm-bindgen).
+fn to_js(value: &impl serde::Serialize) -> Result<JsValue, JsError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::new())
+        .map_err(|e| JsError::new(&e.to_string()))
+}
+
+/// 8-bit pixels that reach JavaScript as a `Uint8Array` (transferable, drawn as they are).
+struct Pixels(Vec<u8>);
+
+impl serde::Serialize for Pixels {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+/// What `checkManifest` tells the page about weights before it downloads them.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestInfo {
+    parameters: usize,
+    bytes: usize,
+    sha256: String,
+    file: String,
+    training_steps: u64,
+    timesteps: usize,
+    conditional: bool,
+}
+
+/// One reverse step for the page: x_t and x̂_0 as 8-bit pixels (count × 28 × 28), and x_t's
+/// values for the tests that compare it with the native sampler.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Frame {
+    t: usize,
+    step: usize,
+    total: usize,
+    xt: Pixels,
+    x0: Pixels,
+    xt_raw: Vec<f32>,
+}
+
+/// The noise-level slider's preview.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Noised {
+    xt: Pixels,
+    sqrt_alpha_bar: f64,
+    snr: f64,
 }

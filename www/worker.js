@@ -122,7 +122,7 @@ async function generate(params) {
       const frame = await denoiser.step();
       if (frame === null) break;
       const ms = performance.now() - t0;
-      post({ type: 'frame', ...frame, ms, count: params.count }, [frame.xt.buffer, frame.x0.buffer, frame.xtRaw.buffer]);
+      post({ type: 'frame', ...frame, ms, count: params.count }, [frame.xt.buffer, frame.x0.buffer]);
       // Let a 'stop' message in between steps.
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
