@@ -296,6 +296,15 @@ fn compare(setup: &Setup, real: &SetReport) -> Result<(), String> {
         "{:<44} {:>6} {:>8} {:>9} {:>14} {:>13} {:>9} {:>10}",
         "sampler", "evals", "FD", "FD/floor", "confidence", "classes", "per-digit", "ms/image"
     );
+    let report = |rows: &[serde_json::Value]| {
+        serde_json::json!({
+            "seed": args.seed,
+            "count": args.count,
+            "guidance": args.guidance,
+            "real_training_images": real,
+            "samplers": rows,
+        })
+    };
     let mut rows = Vec::new();
     for &(sampler, steps) in &args.compare {
         let kind = args.model.sampler.kind_of(sampler, steps);
@@ -332,15 +341,13 @@ fn compare(setup: &Setup, real: &SetReport) -> Result<(), String> {
             "generated_unconditional": scored.unconditional,
             "generated_per_digit": scored.guided,
         }));
+        // The file so far after every row: a long comparison stopped midway keeps its rows.
+        if let Some(path) = &args.json {
+            let json = serde_json::to_string_pretty(&report(&rows)).expect("serialisable");
+            std::fs::write(path, json).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
     }
-    let report = serde_json::json!({
-        "seed": args.seed,
-        "count": args.count,
-        "guidance": args.guidance,
-        "real_training_images": real,
-        "samplers": rows,
-    });
-    write_json(args, &report)
+    write_json(args, &report(&rows))
 }
 
 /// The report as a table: one column per set, and whether the bar is met. The bar is

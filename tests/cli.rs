@@ -1,0 +1,159 @@
+//! The commands added for the explorer and the samplers, run as a user runs them: `gendi eval
+//! --compare`, `gendi classify` and `gendi sample --gif`, with the shipped weights and real MNIST.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gendi(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gendi"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GENDI_DATA", common::mnist_dir())
+        .output()
+        .expect("gendi runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gendi-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+const CLASSIFIER: &str = "tests/fixtures/classifier.bpk";
+
+#[test]
+fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
+    let json = scratch("compare").join("compare.json");
+    let out = gendi(&[
+        "eval",
+        "--count",
+        "20",
+        "--batch",
+        "20",
+        "--classifier",
+        CLASSIFIER,
+        "--compare",
+        "dpm-solver:2,ddim:2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("DPM-Solver++(2M) 2"), "{table}");
+    assert!(table.contains("DDIM 2 (η 0)"), "{table}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["samplers"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["sampler"]["kind"], "dpm-solver");
+    assert_eq!(rows[1]["model_evaluations"], 2);
+    assert_eq!(rows[0]["generated_unconditional"]["images"], 20);
+
+    let bad = gendi(&[
+        "eval",
+        "--count",
+        "20",
+        "--classifier",
+        CLASSIFIER,
+        "--compare",
+        "dpm-solver:x",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"x\" is not a step count"));
+}
+
+#[test]
+fn classify_reads_real_digits_and_refuses_other_sizes() {
+    use gendi::data::{Mnist, Split};
+    use gendi::native::images::Gray;
+    let dir = scratch("classify");
+    let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
+    let mut paths = Vec::new();
+    for i in 0..5 {
+        let path = dir.join(format!("{i}.png"));
+        Gray {
+            width: 28,
+            height: 28,
+            pixels: test.image(i).to_vec(),
+        }
+        .save(&path)
+        .unwrap();
+        paths.push(path);
+    }
+    let mut args = vec!["classify", "--classifier", CLASSIFIER];
+    args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+    let out = gendi(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (i, line) in text.lines().enumerate() {
+        let digit: u8 = line.split(": ").nth(1).unwrap()[..1].parse().unwrap();
+        assert_eq!(digit, test.label(i), "{line}");
+    }
+    let big = dir.join("big.png");
+    Gray::new(56, 28, 0).save(&big).unwrap();
+    let out = gendi(&[
+        "classify",
+        "--classifier",
+        CLASSIFIER,
+        big.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("56×28"));
+}
+
+#[test]
+fn sample_gif_holds_every_step_of_a_short_run() {
+    let dir = scratch("gif");
+    let gif = dir.join("run.gif");
+    let out = gendi(&[
+        "sample",
+        "--count",
+        "4",
+        "--seed",
+        "3",
+        "--steps",
+        "8",
+        "--out",
+        dir.to_str().unwrap(),
+        "--gif",
+        gif.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    let mut decoder = options
+        .read_info(std::fs::File::open(&gif).unwrap())
+        .unwrap();
+    let mut frames = 0;
+    let mut last = Vec::new();
+    while let Some(frame) = decoder.read_next_frame().unwrap() {
+        frames += 1;
+        last = frame.buffer.to_vec();
+    }
+    assert_eq!(frames, 8, "one frame per DPM-Solver++ step");
+    // The last frame is the final digits, as in the PNGs the command wrote (top-left digit).
+    let first_png = gendi::native::images::Gray::load(&dir.join("000000.png")).unwrap();
+    let width = decoder.width() as usize;
+    for y in 0..28 {
+        for x in 0..28 {
+            assert_eq!(
+                last[(4 + 4 * y) * width + 4 + 4 * x],
+                first_png.pixels[y * 28 + x]
+            );
+        }
+    }
+    assert!(Path::new(&dir.join("grid.png")).exists());
+}
