@@ -136,10 +136,11 @@ pub struct Generation {
 }
 
 /// What inpainting keeps: x_0 of the original and a mask, 1 where its pixels stay and 0 where
-/// the model redraws them.
+/// the model redraws them, with its complement made once rather than every step.
 struct Known {
     image: Tensor<4>,
     keep: Tensor<4>,
+    redraw: Tensor<4>,
 }
 
 impl Generation {
@@ -203,7 +204,12 @@ impl Generation {
         t: usize,
     ) -> Self {
         let mut generation = Self::from_image(sampler, request, image.clone(), t);
-        generation.known = Some(Known { image, keep });
+        let redraw = keep.clone().neg() + 1.0;
+        generation.known = Some(Known {
+            image,
+            keep,
+            redraw,
+        });
         generation.sample = generation.with_known(generation.sample.clone());
         generation
     }
@@ -222,8 +228,7 @@ impl Generation {
             }
             None => known.image.clone(),
         };
-        let redraw = known.keep.clone().neg() + 1.0;
-        original * known.keep.clone() + sample * redraw
+        original * known.keep.clone() + sample * known.redraw.clone()
     }
 
     pub fn total_steps(&self) -> usize {

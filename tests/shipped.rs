@@ -20,6 +20,16 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The weights in www/weights, loaded as the CLI loads them.
+fn shipped(device: &burn::tensor::Device) -> (gendi::weights::Manifest, gendi::model::UNet) {
+    load_exported(&root().join("www/weights"), device).unwrap()
+}
+
+/// `gendi eval`'s classifier, kept in tests/fixtures.
+fn fixture_classifier(device: &burn::tensor::Device) -> classifier::Classifier {
+    classifier::load(&root().join("tests/fixtures/classifier.bpk"), device).unwrap()
+}
+
 #[test]
 fn shipped_manifest_matches_the_shipped_weights() {
     let dir = root().join("www/weights");
@@ -32,53 +42,15 @@ fn shipped_manifest_matches_the_shipped_weights() {
 
 #[test]
 fn shipped_weights_draw_the_digits_asked_for() {
-    let device = common::device();
-    let (manifest, model) = load_exported(&root().join("www/weights"), &device).unwrap();
-    let classifier =
-        classifier::load(&root().join("tests/fixtures/classifier.bpk"), &device).unwrap();
-    let sampler = Sampler::new(
-        NoiseSchedule::new(manifest.schedule),
-        SamplerKind::Ddim {
-            steps: 50,
-            eta: 0.0,
-        },
-    )
-    .unwrap();
-    let mut asked = Vec::new();
-    let mut images = Vec::new();
-    for digit in 0..10 {
-        images.extend(
-            generate_images(
-                &model,
-                &sampler,
-                2,
-                2,
-                100 + digit as u64,
-                Digits::Only(digit),
-                DEFAULT_GUIDANCE,
-                &device,
-                || {},
-            )
-            .unwrap(),
-        );
-        asked.extend([digit, digit]);
-    }
-    let scores = classifier.score(&images, &device);
-    let right = scores
-        .predictions
-        .iter()
-        .zip(&asked)
-        .filter(|(p, a)| p == a)
-        .count();
-    eprintln!(
-        "weights of step {}: {right} of 20 digits classified as asked: {:?}",
-        manifest.training_steps, scores.predictions
-    );
+    let (right, predictions) = digits_drawn_as_asked(SamplerKind::Ddim {
+        steps: 50,
+        eta: 0.0,
+    });
+    eprintln!("DDIM 50: {right} of 20 digits classified as asked: {predictions:?}");
     // An untrained network scores ~2 of 20; the shipped weights must be far beyond chance.
     assert!(
         right >= 16,
-        "only {right} of 20 digits were classified as the digit asked for: {:?}",
-        scores.predictions
+        "only {right} of 20 digits were classified as the digit asked for: {predictions:?}"
     );
 }
 
@@ -86,9 +58,8 @@ fn shipped_weights_draw_the_digits_asked_for() {
 /// classifier reads as asked, and what it read.
 fn digits_drawn_as_asked(kind: SamplerKind) -> (usize, Vec<usize>) {
     let device = common::device();
-    let (manifest, model) = load_exported(&root().join("www/weights"), &device).unwrap();
-    let classifier =
-        classifier::load(&root().join("tests/fixtures/classifier.bpk"), &device).unwrap();
+    let (manifest, model) = shipped(&device);
+    let classifier = fixture_classifier(&device);
     let sampler = Sampler::new(NoiseSchedule::new(manifest.schedule), kind).unwrap();
     let mut images = Vec::new();
     for digit in 0..10 {
@@ -142,9 +113,8 @@ fn sdedit_keeps_a_real_digit_from_t_300_and_redraws_it_as_asked_from_t_600() {
     use gendi::data::{Mnist, Split, normalize_to_neg_one_to_one};
     use gendi::pipeline::{Generation, GenerationRequest, noised};
     let device = common::device();
-    let (manifest, model) = load_exported(&root().join("www/weights"), &device).unwrap();
-    let classifier =
-        classifier::load(&root().join("tests/fixtures/classifier.bpk"), &device).unwrap();
+    let (manifest, model) = shipped(&device);
+    let classifier = fixture_classifier(&device);
     let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
     let schedule = NoiseSchedule::new(manifest.schedule);
     let sampler = Sampler::new(schedule.clone(), SamplerKind::DpmSolver { steps: 20 }).unwrap();
@@ -228,7 +198,7 @@ fn inpainting_keeps_the_unmasked_pixels_exactly_and_redraws_the_rest() {
     use gendi::data::{Mnist, Split, normalize_to_neg_one_to_one};
     use gendi::pipeline::{Generation, GenerationRequest};
     let device = common::device();
-    let (manifest, model) = load_exported(&root().join("www/weights"), &device).unwrap();
+    let (manifest, model) = shipped(&device);
     let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
     // A 7, whose right half is redrawn as a 1 might be; every sampler kind keeps the left half.
     let index = (0..test.len()).find(|&i| test.label(i) == 7).unwrap();

@@ -324,7 +324,8 @@ const replay = {
     const mark = (s) => Math.floor((s * MAX_FRAMES) / total);
     if (total > MAX_FRAMES && step !== total && mark(step) === mark(step - 1)) return;
     const atEnd = this.following();
-    this.frames.push({ step, t, xt: xt.slice(), x0: x0.slice() });
+    // The worker transferred these buffers to the page: kept as they are, not copied.
+    this.frames.push({ step, t, xt, x0 });
     this.sync(atEnd);
   },
   // Whether the slider is at the newest frame, so new frames show as they come.
