@@ -234,16 +234,15 @@ impl Denoiser {
                         timesteps - 1
                     )));
                 }
-                let image = image_tensor(&pixels, count as usize, &inner.device)?;
+                let image = image_tensor(&pixels, count as usize, &inner.device, |p| {
+                    normalize_to_neg_one_to_one(p)
+                })?;
                 match redraw {
                     Some(redraw) => {
-                        // 255 (x_0 = 1) where kept, 0 (x_0 = −1) where redrawn, mapped to 1 / 0.
-                        let kept: Vec<u8> = redraw
-                            .iter()
-                            .map(|&r| if r == 0 { 255 } else { 0 })
-                            .collect();
-                        let keep =
-                            (image_tensor(&kept, count as usize, &inner.device)? + 1.0) / 2.0;
+                        // 1 where the pixel is kept, 0 where it is redrawn.
+                        let keep = image_tensor(&redraw, count as usize, &inner.device, |r| {
+                            f32::from(u8::from(r == 0))
+                        })?;
                         Generation::inpaint(sampler, &request, image, keep, t)
                     }
                     None => Generation::from_image(sampler, &request, image, t),
@@ -298,7 +297,7 @@ impl Denoiser {
                 schedule.len() - 1
             )));
         }
-        let image = image_tensor(&pixels, 1, &Device::flex())?;
+        let image = image_tensor(&pixels, 1, &Device::flex(), normalize_to_neg_one_to_one)?;
         let xt = noised(&schedule, image, seed_from(seed)?, t)
             .into_data()
             .try_to_vec::<f32>()
@@ -357,8 +356,14 @@ fn seed_from(seed: f64) -> Result<u64, JsError> {
     }
 }
 
-/// 28 × 28 8-bit pixels as `count` copies of one image in [−1, 1], shaped (count, 1, 28, 28).
-fn image_tensor(pixels: &[u8], count: usize, device: &Device) -> Result<Tensor<4>, JsError> {
+/// 28 × 28 8-bit values mapped by `value` (pixels to [−1, 1], a mask to 0/1) as `count` copies
+/// of one image, shaped (count, 1, 28, 28).
+fn image_tensor(
+    pixels: &[u8],
+    count: usize,
+    device: &Device,
+    value: impl Fn(u8) -> f32,
+) -> Result<Tensor<4>, JsError> {
     if pixels.len() != IMAGE_PIXELS {
         return Err(JsError::new(&format!(
             "a starting image has {IMAGE_PIXELS} pixels (28 × 28), got {}",
@@ -367,7 +372,7 @@ fn image_tensor(pixels: &[u8], count: usize, device: &Device) -> Result<Tensor<4
     }
     let values: Vec<f32> = pixels
         .iter()
-        .map(|&p| normalize_to_neg_one_to_one(p))
+        .map(|&p| value(p))
         .collect::<Vec<_>>()
         .repeat(count);
     Ok(Tensor::from_data(
