@@ -1,8 +1,10 @@
-//! The forward (noising) process q(x_t | x_0) of DDPM: the β schedule and every quantity derived
-//! from it, computed once in f64 at construction (Ho et al. 2020, §2 and eq. 4, 6, 7).
+//! The forward (noising) process: q(x_t | x_0) of DDPM, the β schedule and every quantity derived
+//! from it, computed once in f64 at construction (Ho et al. 2020, §2 and eq. 4, 6, 7); or, for
+//! flow-matching weights, the straight path from the data to the noise.
 //!
 //! Notation: `betas[t]` = β_t, `alphas[t]` = α_t = 1 − β_t, `alphas_cumprod[t]` = ᾱ_t = Π α_s.
-//! Timesteps are 0-based, so `betas[0]` is the paper's β_1.
+//! Timesteps are 0-based, so `betas[0]` is the paper's β_1. Both processes are
+//! x_t = a_t x_0 + b_t ε: `signal_scale[t]` = a_t, `noise_scale[t]` = b_t.
 
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -27,12 +29,41 @@ impl Default for BetaSchedule {
     }
 }
 
+/// What the network learns to predict, and so which forward process it is trained on and which
+/// samplers can run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// ε-prediction on DDPM's process x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (Ho et al. 2020, L_simple).
+    #[default]
+    Epsilon,
+    /// Conditional flow matching on straight paths (rectified flow; Lipman et al. 2023, Liu et
+    /// al. 2023): x_t = (1 − σ_t) x_0 + σ_t ε with σ_t = (t + 1)/T, and the network predicts the
+    /// velocity x_0 − ε, constant along each path from the noise to the data. (The papers write
+    /// the noise as x_0 and the data as x_1; here x_0 is the data, as in DDPM.) The β schedule
+    /// plays no part.
+    Flow,
+}
+
+impl std::fmt::Display for Objective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Objective::Epsilon => "ε-prediction (diffusion)",
+            Objective::Flow => "flow matching (velocity)",
+        })
+    }
+}
+
 /// The schedule's settings: what a manifest records and what rebuilds a [`NoiseSchedule`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleConfig {
     /// Number of diffusion steps T.
     pub timesteps: usize,
     pub beta_schedule: BetaSchedule,
+    /// Manifests and checkpoints written before flow matching existed read as ε-prediction,
+    /// which is what they are.
+    #[serde(default)]
+    pub objective: Objective,
 }
 
 impl Default for ScheduleConfig {
@@ -40,6 +71,7 @@ impl Default for ScheduleConfig {
         Self {
             timesteps: 1000,
             beta_schedule: BetaSchedule::default(),
+            objective: Objective::Epsilon,
         }
     }
 }
@@ -119,6 +151,10 @@ pub struct NoiseSchedule {
     /// μ̃_t(x_t, x_0) = `posterior_mean_coef_x0[t]` · x_0 + `posterior_mean_coef_xt[t]` · x_t (eq. 7).
     pub posterior_mean_coef_x0: Vec<f64>,
     pub posterior_mean_coef_xt: Vec<f64>,
+    /// a_t of x_t = a_t x_0 + b_t ε: √ᾱ_t, or 1 − σ_t on the flow's straight path.
+    pub signal_scale: Vec<f64>,
+    /// b_t of x_t = a_t x_0 + b_t ε: √(1 − ᾱ_t), or σ_t = (t + 1)/T on the flow's path.
+    pub noise_scale: Vec<f64>,
 }
 
 impl NoiseSchedule {
@@ -166,12 +202,26 @@ impl NoiseSchedule {
                 .map(|t| f(betas[t], alphas_cumprod[t], alphas_cumprod_prev[t]))
                 .collect()
         };
+        let sqrt_alphas_cumprod: Vec<f64> = alphas_cumprod.iter().map(|a| a.sqrt()).collect();
+        let sqrt_one_minus_alphas_cumprod: Vec<f64> =
+            alphas_cumprod.iter().map(|a| (1.0 - a).sqrt()).collect();
+        let (signal_scale, noise_scale) = match config.objective {
+            Objective::Epsilon => (
+                sqrt_alphas_cumprod.clone(),
+                sqrt_one_minus_alphas_cumprod.clone(),
+            ),
+            Objective::Flow => (0..t_max)
+                .map(|t| {
+                    let sigma = (t + 1) as f64 / t_max as f64;
+                    (1.0 - sigma, sigma)
+                })
+                .unzip(),
+        };
         Self {
-            sqrt_alphas_cumprod: alphas_cumprod.iter().map(|a| a.sqrt()).collect(),
-            sqrt_one_minus_alphas_cumprod: alphas_cumprod
-                .iter()
-                .map(|a| (1.0 - a).sqrt())
-                .collect(),
+            sqrt_alphas_cumprod,
+            sqrt_one_minus_alphas_cumprod,
+            signal_scale,
+            noise_scale,
             posterior_variance: zip3(&|b, ac, acp| b * (1.0 - acp) / (1.0 - ac)),
             posterior_mean_coef_x0: zip3(&|b, ac, acp| b * acp.sqrt() / (1.0 - ac)),
             posterior_mean_coef_xt: (0..t_max)
@@ -196,7 +246,13 @@ impl NoiseSchedule {
         self.config.timesteps == 0
     }
 
-    /// x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε, a sample of q(x_t | x_0) (eq. 4), one t per sample.
+    pub fn objective(&self) -> Objective {
+        self.config.objective
+    }
+
+    /// x_t = a_t · x_0 + b_t · ε, one t per sample: for ε-prediction a sample of q(x_t | x_0)
+    /// (eq. 4, a_t = √ᾱ_t, b_t = √(1 − ᾱ_t)); for flow matching the point σ_t of the way along
+    /// the straight path from x_0 to ε.
     ///
     /// # Shapes
     ///   - `x0`, `noise`: [batch, channels, height, width]
@@ -209,9 +265,18 @@ impl NoiseSchedule {
             "add_noise needs one timestep per sample"
         );
         let device = x0.device();
-        let signal = self.per_sample(&self.sqrt_alphas_cumprod, timesteps, &device);
-        let noise_scale = self.per_sample(&self.sqrt_one_minus_alphas_cumprod, timesteps, &device);
+        let signal = self.per_sample(&self.signal_scale, timesteps, &device);
+        let noise_scale = self.per_sample(&self.noise_scale, timesteps, &device);
         x0 * signal + noise * noise_scale
+    }
+
+    /// What the network learns to output for the x_t that `x0` and `noise` make: ε itself, or
+    /// the flow's velocity x_0 − ε.
+    pub fn target(&self, x0: Tensor<4>, noise: Tensor<4>) -> Tensor<4> {
+        match self.config.objective {
+            Objective::Epsilon => noise,
+            Objective::Flow => x0 - noise,
+        }
     }
 
     /// `values[t_i]` for each sample i, as a [batch, 1, 1, 1] tensor that broadcasts over images.

@@ -13,7 +13,7 @@ use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, normalize_to_neg_one_to_one, to_pixe
 use crate::model::UNet;
 use crate::pipeline::{Digits, Generation, GenerationRequest, noised};
 use crate::sampler::{Sampler, SamplerKind};
-use crate::schedule::NoiseSchedule;
+use crate::schedule::{NoiseSchedule, Objective};
 use crate::weights::{self, Manifest};
 
 /// What [`Denoiser::start`] takes from the page.
@@ -96,6 +96,7 @@ pub fn check_manifest(json: &str) -> Result<JsValue, JsError> {
         file: manifest.weights.file,
         training_steps: manifest.training_steps,
         timesteps: manifest.schedule.timesteps,
+        objective: manifest.schedule.objective,
         conditional: manifest.model.num_classes > 0,
     })
 }
@@ -282,8 +283,9 @@ impl Denoiser {
     }
 
     /// The forward process for the noise-level slider: `pixels` (28 × 28, 8-bit) noised to `t`
-    /// with the ε that a generation seeded `seed` starts from, as `{ xt, sqrtAlphaBar, snr }`
-    /// (`snr` = ᾱ_t/(1 − ᾱ_t)). Computed on the CPU: it is one small image.
+    /// with the ε that a generation seeded `seed` starts from, as `{ xt, signal, noise, snr }`:
+    /// x_t = signal · x_0 + noise · ε, snr = signal²/noise². Computed on the CPU: it is one small
+    /// image.
     pub fn noised(&self, pixels: Vec<u8>, t: u32, seed: f64) -> Result<JsValue, JsError> {
         let inner = self
             .inner
@@ -302,11 +304,12 @@ impl Denoiser {
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| JsError::new(&format!("{e:?}")))?;
-        let alpha_bar = schedule.alphas_cumprod[t];
+        let (signal, noise) = (schedule.signal_scale[t], schedule.noise_scale[t]);
         to_js(&Noised {
             xt: Pixels(to_pixels(&xt)),
-            sqrt_alpha_bar: alpha_bar.sqrt(),
-            snr: alpha_bar / (1.0 - alpha_bar),
+            signal,
+            noise,
+            snr: (signal / noise).powi(2),
         })
     }
 
@@ -421,6 +424,7 @@ struct ManifestInfo {
     file: String,
     training_steps: u64,
     timesteps: usize,
+    objective: Objective,
     conditional: bool,
 }
 
@@ -442,6 +446,8 @@ struct Frame {
 #[serde(rename_all = "camelCase")]
 struct Noised {
     xt: Pixels,
-    sqrt_alpha_bar: f64,
+    /// a_t and b_t of x_t = a_t x_0 + b_t ε.
+    signal: f64,
+    noise: f64,
     snr: f64,
 }

@@ -6,7 +6,7 @@ mod common;
 use gendi::pipeline::{Digits, DigitsError, Generation, GenerationRequest};
 use gendi::rng::NoiseRng;
 use gendi::sampler::{DdpmVariance, Sampler, SamplerError, SamplerKind, guide};
-use gendi::schedule::NoiseSchedule;
+use gendi::schedule::{NoiseSchedule, Objective, ScheduleConfig};
 
 const SHAPE: [usize; 4] = [2, 1, 3, 3];
 
@@ -393,6 +393,123 @@ fn sampler_errors_are_precise() {
     };
     assert!(step(&mut ddim).is_ok());
     assert_eq!(step(&mut ddim).err(), Some(SamplerError::Finished));
+}
+
+fn flow_sampler(kind: SamplerKind) -> Sampler {
+    let schedule = NoiseSchedule::new(ScheduleConfig {
+        objective: Objective::Flow,
+        ..Default::default()
+    });
+    Sampler::new(schedule, kind).unwrap()
+}
+
+#[test]
+fn euler_steps_along_the_straight_path_by_hand() {
+    // 4 steps: t = 999, 749, 499, 249, σ = (t + 1)/T = 1, 0.75, 0.5, 0.25, then 0.
+    let mut euler = flow_sampler(SamplerKind::Euler { steps: 4 }).without_clipping();
+    assert_eq!(euler.timesteps(), &[999, 749, 499, 249]);
+    // x = 0.5, v = 0.3 at σ = 1: x̂_0 = x + σ v = 0.8; x_0.75 = x + 0.25 v = 0.575.
+    let out = euler
+        .step_with_noise(common::filled(0.3, SHAPE), common::filled(0.5, SHAPE), None)
+        .unwrap();
+    assert_all(out.pred_x0, 0.8, "x̂_0");
+    assert_all(out.prev_sample, 0.575, "x_0.75");
+    // The last step, from σ = 0.25, lands on x̂_0: 0.2 + 0.25 · 1.2 = 0.5.
+    let mut last = flow_sampler(SamplerKind::Euler { steps: 4 }).starting_at(300);
+    assert_eq!(last.timesteps(), &[249]);
+    let out = last
+        .step_with_noise(common::filled(1.2, SHAPE), common::filled(0.2, SHAPE), None)
+        .unwrap();
+    assert_all(out.prev_sample, 0.5, "x_0");
+    assert!(last.is_done());
+
+    // Clipped: v = 0.8 at σ = 1 points at 1.3, clipped to 1; the step follows v = 0.5 instead:
+    // 0.5 + 0.25 · 0.5 = 0.625.
+    let mut clipped = flow_sampler(SamplerKind::Euler { steps: 4 });
+    let out = clipped
+        .step_with_noise(common::filled(0.8, SHAPE), common::filled(0.5, SHAPE), None)
+        .unwrap();
+    assert_all(out.pred_x0, 1.0, "clipped x̂_0");
+    assert_all(out.prev_sample, 0.625, "x_0.75 after clipping");
+}
+
+#[test]
+fn heun_averages_the_velocities_at_both_ends_by_hand() {
+    let mut heun = flow_sampler(SamplerKind::Heun { steps: 4 }).without_clipping();
+    // Two evaluations per step, one for the last: 7.
+    assert_eq!(heun.timesteps(), &[999, 749, 749, 499, 499, 249, 249]);
+    // From x = 0.5 at σ = 1 with v = 0.3: Euler's guess 0.575 at σ = 0.75.
+    let guess = heun
+        .step_with_noise(common::filled(0.3, SHAPE), common::filled(0.5, SHAPE), None)
+        .unwrap();
+    assert_all(guess.prev_sample.clone(), 0.575, "Euler's guess");
+    // v' = 0.1 there: x̂_0 = 0.575 + 0.75 · 0.1 = 0.65, and the step is
+    // 0.5 + 0.25 · (0.3 + 0.1)/2 = 0.55.
+    let out = heun
+        .step_with_noise(common::filled(0.1, SHAPE), guess.prev_sample, None)
+        .unwrap();
+    assert_all(out.pred_x0, 0.65, "x̂_0 at the guess");
+    assert_all(out.prev_sample, 0.55, "x_0.75");
+    assert_eq!(heun.next_timestep(), Some(749));
+
+    // Starting below a step's beginning drops its correction: 499 (its own step), 249, 249.
+    let from_600 = flow_sampler(SamplerKind::Heun { steps: 4 }).starting_at(600);
+    assert_eq!(from_600.timesteps(), &[499, 249, 249]);
+}
+
+#[test]
+fn the_exact_velocity_of_one_image_leads_euler_and_heun_to_it_in_any_step_count() {
+    // For data that is one image x*, the flow's velocity at x_σ is (x* − x_σ)/σ: both solvers
+    // then stay on the straight line to x* and end on it, whatever the steps.
+    let target = 0.4_f32;
+    for kind in [
+        SamplerKind::Euler { steps: 1 },
+        SamplerKind::Euler { steps: 7 },
+        SamplerKind::Heun { steps: 3 },
+        SamplerKind::Heun { steps: 20 },
+    ] {
+        let mut sampler = flow_sampler(kind);
+        let mut x = common::filled(-1.3, SHAPE);
+        while let Some(t) = sampler.next_timestep() {
+            let sigma = (t + 1) as f32 / 1000.0;
+            let velocity = (x.clone().neg() + target) / sigma;
+            x = sampler
+                .step_with_noise(velocity, x, None)
+                .unwrap()
+                .prev_sample;
+        }
+        assert_all(x, target as f64, &format!("{kind}'s end"));
+    }
+}
+
+#[test]
+fn samplers_refuse_weights_of_the_other_objective() {
+    let flow = NoiseSchedule::new(ScheduleConfig {
+        objective: Objective::Flow,
+        ..Default::default()
+    });
+    let err = Sampler::new(flow, SamplerKind::DpmSolver { steps: 20 }).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "DPM-Solver++(2M) 20 runs ε-prediction (diffusion) weights, but these weights were \
+         trained for flow matching (velocity): use euler or heun"
+    );
+    let err = Sampler::new(schedule(), SamplerKind::Heun { steps: 10 }).unwrap_err();
+    assert_eq!(
+        err,
+        SamplerError::WrongObjective {
+            sampler: SamplerKind::Heun { steps: 10 },
+            weights: Objective::Epsilon
+        }
+    );
+    assert!(
+        err.to_string()
+            .ends_with("use ddpm, ddim, dpm-solver, langevin or predictor-corrector")
+    );
+    assert_eq!(
+        SamplerKind::default_for(Objective::Flow).objective(),
+        Objective::Flow
+    );
 }
 
 #[test]

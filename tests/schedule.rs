@@ -2,7 +2,7 @@
 
 mod common;
 
-use gendi::schedule::{BetaSchedule, NoiseSchedule, ScheduleConfig};
+use gendi::schedule::{BetaSchedule, NoiseSchedule, Objective, ScheduleConfig};
 
 fn linear() -> NoiseSchedule {
     NoiseSchedule::new(ScheduleConfig::default())
@@ -60,6 +60,7 @@ fn cosine_schedule_matches_nichol_dhariwal() {
     let s = NoiseSchedule::new(ScheduleConfig {
         timesteps: 1000,
         beta_schedule: BetaSchedule::Cosine { s: 0.008 },
+        ..Default::default()
     });
     // Pinned from Python: ᾱ from f(t) = cos²((t/T + s)/(1 + s)·π/2) with β clipped at 0.999.
     assert!((s.alphas_cumprod[0] - 0.999958715775178).abs() < 1e-12);
@@ -110,4 +111,41 @@ fn add_noise_at_t0_is_almost_the_image() {
     let xt = common::values(s.add_noise(x0, noise, &[0]));
     let expected = (0.5 * 0.9999f64.sqrt() + (1e-4f64).sqrt()) as f32;
     assert!(xt.iter().all(|&v| (v - expected).abs() < 1e-6));
+}
+
+#[test]
+fn the_flow_path_is_straight_from_the_image_to_the_noise_and_learns_the_velocity() {
+    let s = NoiseSchedule::new(ScheduleConfig {
+        objective: Objective::Flow,
+        ..Default::default()
+    });
+    // σ_t = (t + 1)/T: x_999 is the noise itself, x_499 halfway.
+    let x0 = common::filled(0.8, [1, 1, 2, 2]);
+    let noise = common::filled(-0.4, [1, 1, 2, 2]);
+    for (t, expected) in [(999, -0.4), (499, 0.2), (0, 0.9990 * 0.8 - 0.001 * 0.4)] {
+        let xt = common::values(s.add_noise(x0.clone(), noise.clone(), &[t]));
+        assert!(
+            xt.iter().all(|v| (v - expected).abs() < 1e-6),
+            "x_{t}: {xt:?}"
+        );
+    }
+    // The target is the velocity x_0 − ε; for ε-prediction it is ε.
+    let v = common::values(s.target(x0.clone(), noise.clone()));
+    assert!(v.iter().all(|v| (v - 1.2).abs() < 1e-6), "{v:?}");
+    let eps = common::values(linear().target(x0, noise));
+    assert!(eps.iter().all(|v| (v + 0.4).abs() < 1e-6), "{eps:?}");
+}
+
+#[test]
+fn manifests_and_checkpoints_without_an_objective_read_as_epsilon_prediction() {
+    let old: ScheduleConfig = serde_json::from_str(
+        r#"{"timesteps":1000,"beta_schedule":{"kind":"linear","beta_start":0.0001,"beta_end":0.02}}"#,
+    )
+    .unwrap();
+    assert_eq!(old.objective, Objective::Epsilon);
+    let flow: ScheduleConfig = serde_json::from_str(
+        r#"{"timesteps":1000,"beta_schedule":{"kind":"linear","beta_start":0.0001,"beta_end":0.02},"objective":"flow"}"#,
+    )
+    .unwrap();
+    assert_eq!(flow.objective, Objective::Flow);
 }

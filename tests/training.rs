@@ -7,6 +7,9 @@ use gendi::data::{Mnist, Split};
 use gendi::native::checkpoint::Checkpoint;
 use gendi::native::export::{export, load_exported};
 use gendi::native::train::{RunOptions, TrainConfig, TrainError, Trainer, learning_rate};
+use gendi::pipeline::{Digits, Generation, GenerationRequest};
+use gendi::sampler::{Sampler, SamplerError, SamplerKind};
+use gendi::schedule::{NoiseSchedule, Objective, ScheduleConfig};
 use gendi::weights::StoredDType;
 
 fn mnist(count: usize) -> Mnist {
@@ -72,6 +75,58 @@ fn a_short_run_on_real_digits_lowers_the_loss() {
             .step,
         60
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_short_flow_matching_run_lowers_the_loss_and_its_weights_sample_with_heun() {
+    let data = mnist(320);
+    let config = TrainConfig {
+        schedule: ScheduleConfig {
+            objective: Objective::Flow,
+            ..ScheduleConfig::default()
+        },
+        batch_size: 16,
+        steps: 60,
+        warmup_steps: 5,
+        learning_rate: 1e-3,
+        ..TrainConfig::default()
+    };
+    let dir = run_dir("flow");
+    let device = common::device();
+    let mut trainer = Trainer::new(config, &device).unwrap();
+    let report = trainer.run(&data, &quiet(&dir, 0)).unwrap();
+    let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;
+    let (first, last) = (mean(&report.losses[..10]), mean(&report.losses[50..]));
+    assert!(last < 0.6 * first, "loss went from {first} to {last}");
+
+    // The objective travels through the checkpoint and the export to the loader.
+    let exported = dir.join("weights");
+    let saved = Checkpoint::load(&dir.join("checkpoint.gendi")).unwrap();
+    assert_eq!(saved.state.config.schedule.objective, Objective::Flow);
+    export(&saved, &exported, true, StoredDType::F16).unwrap();
+    let (manifest, model) = load_exported(&exported, &device).unwrap();
+    assert_eq!(manifest.schedule.objective, Objective::Flow);
+    let schedule = NoiseSchedule::new(manifest.schedule);
+    assert!(matches!(
+        Sampler::new(schedule.clone(), SamplerKind::DpmSolver { steps: 20 }),
+        Err(SamplerError::WrongObjective { .. })
+    ));
+    let sampler = Sampler::new(schedule, SamplerKind::default_for(Objective::Flow)).unwrap();
+    let request = GenerationRequest {
+        count: 2,
+        seed: 3,
+        digits: Digits::Mixed,
+        guidance: 1.0,
+    };
+    let mut generation = Generation::new(sampler, &request, &device);
+    let mut evaluations = 0;
+    while generation.step(&model).unwrap().is_some() {
+        evaluations += 1;
+    }
+    assert_eq!(evaluations, 19, "Heun 10: two evaluations per step, one for the last");
+    let images = common::values(generation.sample().clone());
+    assert!(images.iter().all(|v| v.is_finite()), "the images are finite");
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -84,6 +84,22 @@ function syncControls() {
   $('steps-label').hidden = ui.sampler.value === 'ddpm';
 }
 
+// Only the samplers that run these weights are offered (data-objective): ε-prediction weights
+// take the diffusion samplers, flow-matching weights Euler and Heun. A sampler the weights cannot
+// run (from a link, or the previous weights) gives way to the first one that can, with a note.
+function offerSamplersFor(objective) {
+  for (const option of ui.sampler.options) {
+    const fits = option.dataset.objective === objective;
+    option.hidden = !fits; option.disabled = !fits;
+  }
+  const selected = ui.sampler.selectedOptions[0];
+  if (selected && !selected.disabled) return;
+  const first = [...ui.sampler.options].find((o) => !o.disabled);
+  if (selected && params.has('sampler')) showError(`The link's sampler=${selected.value} cannot run these weights (${objective}); using ${first.value}.`);
+  ui.sampler.value = first.value;
+  samplerChanged();
+}
+
 // A new sampler starts from its own default step count (each option's data-steps).
 function samplerChanged() {
   ui.steps.value = ui.sampler.selectedOptions[0].dataset.steps;
@@ -216,7 +232,8 @@ const handlers = {
     $('stat-backend').textContent = backend === 'webgpu' ? 'WebGPU' : 'CPU';
     $('stat-adapter').textContent = gendi.adapter;
     $('model-info').textContent = `U-Net with ${info.parameters.toLocaleString('en')} parameters, ` +
-      `trained for ${info.trainingSteps.toLocaleString('en')} steps, T = ${info.timesteps}. Weights ${(info.bytes / 1e6).toFixed(2)} MB, SHA-256 ${info.sha256.slice(0, 12)}…`;
+      `${info.objective === 'flow' ? 'flow matching (velocity)' : 'ε-prediction (diffusion)'}, trained for ${info.trainingSteps.toLocaleString('en')} steps, T = ${info.timesteps}. Weights ${(info.bytes / 1e6).toFixed(2)} MB, SHA-256 ${info.sha256.slice(0, 12)}…`;
+    offerSamplersFor(info.objective);
     if (!info.conditional) ui.digit.value = '-1';
     ui.digit.disabled = !info.conditional;
     syncControls();
@@ -262,7 +279,7 @@ const handlers = {
     $('save-gif').disabled = false;
     download(new Blob([gif], { type: 'image/gif' }), `gendi-seed${ui.seed.value}.gif`);
   },
-  noised({ xt, sqrtAlphaBar, snr, t, failed }) {
+  noised({ xt, signal, noise, snr, t, failed }) {
     previewBusy = false;
     if (failed) return;
     const canvas = $('pad-noised');
@@ -271,7 +288,7 @@ const handlers = {
     xt.forEach((v, i) => { image.data.set([v, v, v, 255], 4 * i); });
     canvas.getContext('2d').putImageData(image, 0, 0);
     gendi.noisedPreview = { t, xt: Array.from(xt) };
-    $('from-t-info').textContent = `t = ${t}: √ᾱ_t = ${sqrtAlphaBar.toFixed(3)}, signal-to-noise ratio ᾱ_t/(1 − ᾱ_t) = ${snr < 0.01 ? snr.toExponential(1) : snr.toFixed(2)}`;
+    $('from-t-info').textContent = `t = ${t}: x_t = ${signal.toFixed(3)}·x₀ + ${noise.toFixed(3)}·ε, signal-to-noise ratio ${snr < 0.01 ? snr.toExponential(1) : snr.toFixed(2)}`;
     if (previewAgain) { previewAgain = false; preview(); }
   },
   error({ message, context, crashed }) {

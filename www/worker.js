@@ -138,7 +138,7 @@ function noised({ pixels, t, seed }) {
   let result = null;
   try { result = denoiser?.noised(pixels, t, seed); } catch (e) { /* busy or not loaded */ }
   if (result) post({ type: 'noised', t, ...result }, [result.xt.buffer]);
-  else post({ type: 'noised', t, xt: new Uint8Array(28 * 28), sqrtAlphaBar: NaN, snr: NaN, failed: true });
+  else post({ type: 'noised', t, xt: new Uint8Array(28 * 28), signal: NaN, noise: NaN, snr: NaN, failed: true });
 }
 
 self.onmessage = async ({ data }) => {

@@ -136,7 +136,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         return compare(&setup, &real);
     }
 
-    let kind = args.model.sampler.kind();
+    let kind = args.model.sampler.kind(setup.schedule.objective());
     let scored = setup.evaluate(kind)?;
     // The bar is defined at 1000 samples: Fréchet distances of smaller sets are biased upwards.
     let bar_check = |ok: bool| match (ok, args.count >= 1000) {

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{GenerateArgs, ModelSource, SamplerArgs, ScheduleArg, random_seed, schedule_config};
+use super::{
+    GenerateArgs, ModelSource, ObjectiveArg, SamplerArgs, ScheduleArg, random_seed, schedule_config,
+};
 use gendi::animation;
 use gendi::data::{self, DIGITS, IMAGE_PIXELS, Mnist, Split, to_pixels};
 use gendi::native::images;
@@ -79,6 +81,9 @@ pub struct ForwardArgs {
     /// Noise schedule to draw.
     #[arg(long, value_enum, default_value = "linear")]
     schedule: ScheduleArg,
+    /// Forward process to draw: DDPM's (epsilon) or the flow's straight path (flow).
+    #[arg(long, value_enum, default_value = "epsilon")]
+    objective: ObjectiveArg,
     /// MNIST directory [default: $GENDI_DATA or data/mnist].
     #[arg(long)]
     data: Option<PathBuf>,
@@ -119,8 +124,8 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     };
     digits.check(num_classes).map_err(|e| e.to_string())?;
     let seed = args.seed.unwrap_or_else(random_seed);
-    let sampler = Sampler::new(NoiseSchedule::new(schedule), args.model.sampler.kind())
-        .map_err(|e| e.to_string())?;
+    let kind = args.model.sampler.kind(schedule.objective);
+    let sampler = Sampler::new(NoiseSchedule::new(schedule), kind).map_err(|e| e.to_string())?;
     let request = GenerationRequest {
         count: args.count,
         seed,
@@ -222,7 +227,7 @@ fn strip(snapshots: &[Vec<u8>], rows: usize) -> images::Gray {
 pub fn forward(args: ForwardArgs) -> Result<(), String> {
     let dir = args.data.unwrap_or_else(data::default_data_dir);
     let mnist = Mnist::load(&dir, Split::Test).map_err(|e| e.to_string())?;
-    let schedule = NoiseSchedule::new(schedule_config(args.schedule, 1000));
+    let schedule = NoiseSchedule::new(schedule_config(args.schedule, 1000, args.objective));
     if let Some(&bad) = args.timesteps.iter().find(|&&t| t >= schedule.len()) {
         return Err(format!(
             "timestep {bad} is out of range (0..{})",
@@ -259,7 +264,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     let device = burn::tensor::Device::flex();
     let (model, schedule, num_classes) = args.source.load(&device)?;
     args.digit.check(num_classes).map_err(|e| e.to_string())?;
-    let kind = args.sampler.kind();
+    let kind = args.sampler.kind(schedule.objective);
     let sampler = Sampler::new(NoiseSchedule::new(schedule), kind).map_err(|e| e.to_string())?;
     let timesteps = sampler.timesteps().to_vec();
     let request = GenerationRequest {

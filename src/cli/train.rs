@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{DeviceArg, ScheduleArg, schedule_config};
+use super::{DeviceArg, ObjectiveArg, ScheduleArg, schedule_config};
 use gendi::data::{self, Mnist, Split};
 use gendi::native::export::load_exported;
 use gendi::native::train::{LrDecay, RunOptions, TrainConfig, Trainer};
@@ -23,7 +23,7 @@ pub struct TrainArgs {
     /// Start from exported weights (a directory like www/weights) instead of a random
     /// initialisation: their model and schedule apply, steps count on from theirs, and the
     /// optimiser starts fresh (with its warm-up).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "schedule", "timesteps", "base_channels", "unconditional"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "schedule", "timesteps", "objective", "base_channels", "unconditional"])]
     init_from: Option<PathBuf>,
     /// Total optimiser steps of the run.
     #[arg(long)]
@@ -63,6 +63,11 @@ pub struct TrainArgs {
     /// Diffusion steps T.
     #[arg(long, default_value_t = 1000)]
     timesteps: usize,
+    /// What the network learns: epsilon, the noise of DDPM's x_t (L_simple), or flow, the
+    /// velocity x_0 − ε of the straight path x_t = (1 − σ_t) x_0 + σ_t ε (flow matching;
+    /// sampled with euler or heun). Recorded in the checkpoint and the exported manifest.
+    #[arg(long, value_enum, default_value = "epsilon")]
+    objective: ObjectiveArg,
     /// Channels at full resolution (level l has base × mult_l).
     #[arg(long, default_value_t = 32)]
     base_channels: usize,
@@ -153,7 +158,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
             ));
         }
         let mut config = TrainConfig {
-            schedule: schedule_config(args.schedule, args.timesteps),
+            schedule: schedule_config(args.schedule, args.timesteps, args.objective),
             batch_size: args.batch_size,
             steps: 0,
             learning_rate: args.lr,

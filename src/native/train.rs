@@ -1,5 +1,5 @@
-//! The training loop: L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t, y)‖² (Ho et al. eq. 14)
-//! with AdamW, label dropout for classifier-free guidance, an EMA of the weights, checkpoints
+//! The training loop: L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t, y)‖² (Ho et al. eq. 14),
+//! or flow matching's E‖(x_0 − ε) − v_θ((1 − σ_t) x_0 + σ_t ε, t, y)‖², with AdamW, label dropout for classifier-free guidance, an EMA of the weights, checkpoints
 //! that a killed run resumes from, a loss CSV and sample grids to watch.
 
 use std::io::Write;
@@ -347,9 +347,10 @@ impl Trainer {
             .collect();
         let noise = rng.normal_tensor(x0.dims(), &autodiff);
 
-        let noisy = self.schedule.add_noise(x0, noise.clone(), &timesteps);
+        let target = self.schedule.target(x0.clone(), noise.clone());
+        let noisy = self.schedule.add_noise(x0, noise, &timesteps);
         let predicted = self.model.forward(noisy, &timesteps, &labels);
-        let loss = (predicted - noise).square().mean();
+        let loss = (predicted - target).square().mean();
         let loss_value: f32 = loss.clone().into_scalar();
 
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
@@ -466,16 +467,11 @@ impl Trainer {
         })
     }
 
-    /// Two of each digit from the EMA weights (DDIM, 50 steps, fixed seed) as one grid.
+    /// Two of each digit from the EMA weights (the objective's default sampler, fixed seed) as
+    /// one grid.
     pub fn sample_grid(&self, path: &Path) -> std::io::Result<()> {
-        let sampler = Sampler::new(
-            self.schedule.clone(),
-            SamplerKind::Ddim {
-                steps: 50,
-                eta: 0.0,
-            },
-        )
-        .map_err(std::io::Error::other)?;
+        let kind = SamplerKind::default_for(self.schedule.objective());
+        let sampler = Sampler::new(self.schedule.clone(), kind).map_err(std::io::Error::other)?;
         let classes = self.state.config.model.num_classes;
         let mut pixels = Vec::new();
         for digit in 0..classes.max(1) {

@@ -1,15 +1,17 @@
-//! The reverse process: samplers that turn x_T ~ N(0, I) into digits with the trained ε_θ, behind
-//! one API in the shape of diffusers' schedulers. A pipeline reads [`Sampler::next_timestep`],
+//! The reverse process: samplers that turn x_T ~ N(0, I) into digits with the trained network
+//! (ε_θ, or the velocity v_θ of flow-matching weights), behind one API in the shape of diffusers'
+//! schedulers. A pipeline reads [`Sampler::next_timestep`],
 //! runs the model there and hands its output to [`Sampler::step`], until the sampler is done.
 //! Each sampler's update lives in its own file; this one plans the model evaluations and
 //! dispatches.
 //!
-//! Notation map: `model_output` → ε_θ(x_t, t), `sample` → x_t, `pred_x0` → x̂_0,
+//! Notation map: `model_output` → ε_θ(x_t, t) (v_θ for the flow samplers), `sample` → x_t, `pred_x0` → x̂_0,
 //! `prev_sample` → the next x (x_{t_prev}, or x_t again after a Langevin step), `sigma` → σ_t.
 
 mod ddim;
 mod ddpm;
 mod dpm_solver;
+mod flow;
 mod langevin;
 
 use burn::tensor::Tensor;
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use ddpm::DdpmVariance;
 
 use crate::rng::NoiseRng;
-use crate::schedule::NoiseSchedule;
+use crate::schedule::{NoiseSchedule, Objective};
 
 /// Which reverse process to run, with its settings. Named as on the command line and in the
 /// page's links: `{ "kind": "dpm-solver", "steps": 20 }`.
@@ -57,6 +59,34 @@ pub enum SamplerKind {
         #[serde(default = "defaults::snr")]
         snr: f64,
     },
+    /// Euler's method on the flow's ODE over `steps` evenly spaced σ (flow-matching weights).
+    Euler { steps: usize },
+    /// Heun's second-order method on the flow's ODE over `steps` steps: two model evaluations
+    /// each, one for the last (flow-matching weights).
+    Heun { steps: usize },
+}
+
+impl SamplerKind {
+    /// The objective of the weights this sampler runs.
+    pub fn objective(&self) -> Objective {
+        match self {
+            Self::Euler { .. } | Self::Heun { .. } => Objective::Flow,
+            _ => Objective::Epsilon,
+        }
+    }
+
+    /// The sampler used where none is asked for: DPM-Solver++ 20 for ε-prediction, Heun 10 for
+    /// flow matching (both 19–20 model evaluations).
+    pub fn default_for(objective: Objective) -> Self {
+        match objective {
+            Objective::Epsilon => Self::DpmSolver {
+                steps: defaults::DPM_SOLVER_STEPS,
+            },
+            Objective::Flow => Self::Heun {
+                steps: defaults::HEUN_STEPS,
+            },
+        }
+    }
 }
 
 /// The settings a sampler starts with where none is given (CLI flags, the page's options).
@@ -65,6 +95,8 @@ pub mod defaults {
     pub const DPM_SOLVER_STEPS: usize = 20;
     pub const LANGEVIN_LEVELS: usize = 100;
     pub const PC_STEPS: usize = 250;
+    pub const EULER_STEPS: usize = 20;
+    pub const HEUN_STEPS: usize = 10;
     /// Song & Ermon's ε (2e-5 with σ_min = 0.01, as here).
     pub const EPSILON: f64 = 2e-5;
     pub const STEPS_PER_LEVEL: usize = 2;
@@ -111,6 +143,8 @@ impl std::fmt::Display for SamplerKind {
                 f,
                 "predictor–corrector {steps}×(1+{corrector_steps}) (snr {snr})"
             ),
+            Self::Euler { steps } => write!(f, "Euler {steps}"),
+            Self::Heun { steps } => write!(f, "Heun {steps}"),
         }
     }
 }
@@ -138,6 +172,11 @@ pub enum SamplerError {
     },
     /// [`Sampler::step`] after the last step.
     Finished,
+    /// A sampler for the other objective than the weights were trained on.
+    WrongObjective {
+        sampler: SamplerKind,
+        weights: Objective,
+    },
 }
 
 impl std::fmt::Display for SamplerError {
@@ -154,6 +193,18 @@ impl std::fmt::Display for SamplerError {
                 allowed,
             } => write!(f, "{setting} is {value}, allowed {allowed}"),
             Self::Finished => write!(f, "the sampler has already taken its last step"),
+            Self::WrongObjective { sampler, weights } => {
+                let fits = match weights {
+                    Objective::Epsilon => "ddpm, ddim, dpm-solver, langevin or predictor-corrector",
+                    Objective::Flow => "euler or heun",
+                };
+                write!(
+                    f,
+                    "{sampler} runs {} weights, but these weights were trained for {weights}: \
+                     use {fits}",
+                    sampler.objective()
+                )
+            }
         }
     }
 }
@@ -167,12 +218,14 @@ enum Move {
     Predict { t: usize, to: Option<usize> },
     /// A Langevin step that stays at noise level t.
     Correct { t: usize },
+    /// Heun's second evaluation, at t, the end of the step begun at `from`.
+    HeunCorrect { from: usize, t: usize },
 }
 
 impl Move {
     fn t(self) -> usize {
         match self {
-            Move::Predict { t, .. } | Move::Correct { t } => t,
+            Move::Predict { t, .. } | Move::Correct { t } | Move::HeunCorrect { t, .. } => t,
         }
     }
 }
@@ -189,12 +242,20 @@ pub struct Sampler {
     next: usize,
     /// DPM-Solver++'s history: λ and x̂_0 of the previous step.
     previous: Option<(f64, Tensor<4>)>,
+    /// Heun's step in progress: x and v where it began.
+    heun_start: Option<(Tensor<4>, Tensor<4>)>,
     /// Clip x̂_0 to [−1, 1], the data range, before using it (diffusers' `clip_sample`).
     clip_sample: bool,
 }
 
 impl Sampler {
     pub fn new(schedule: NoiseSchedule, kind: SamplerKind) -> Result<Self, SamplerError> {
+        if kind.objective() != schedule.objective() {
+            return Err(SamplerError::WrongObjective {
+                sampler: kind,
+                weights: schedule.objective(),
+            });
+        }
         let t_max = schedule.len();
         let count = |steps: usize| {
             if steps == 0 {
@@ -256,6 +317,20 @@ impl Sampler {
                     })
                     .collect()
             }
+            // Trailing spacing: σ = (t + 1)/T runs 1, (S − 1)/S, …, 1/S, then 0.
+            SamplerKind::Euler { steps } => chain(&trailing(count(steps)?, t_max)),
+            SamplerKind::Heun { steps } => chain(&trailing(count(steps)?, t_max))
+                .into_iter()
+                .flat_map(|step| {
+                    let correct = match step {
+                        Move::Predict { t, to: Some(to) } => {
+                            Some(Move::HeunCorrect { from: t, t: to })
+                        }
+                        _ => None,
+                    };
+                    std::iter::once(step).chain(correct)
+                })
+                .collect(),
         };
         Ok(Self {
             timesteps: moves.iter().map(|m| m.t()).collect(),
@@ -264,6 +339,7 @@ impl Sampler {
             moves,
             next: 0,
             previous: None,
+            heun_start: None,
             clip_sample: true,
         })
     }
@@ -278,9 +354,14 @@ impl Sampler {
     /// image (SDEdit) rather than pure noise, at [`next_timestep`](Self::next_timestep) ≤ t.
     pub fn starting_at(mut self, t: usize) -> Self {
         self.moves.retain(|m| m.t() <= t);
+        // A Heun correction whose step began above t has nothing to correct.
+        if let Some(Move::HeunCorrect { .. }) = self.moves.first() {
+            self.moves.remove(0);
+        }
         self.timesteps = self.moves.iter().map(|m| m.t()).collect();
         self.next = 0;
         self.previous = None;
+        self.heun_start = None;
         self
     }
 
@@ -352,10 +433,17 @@ impl Sampler {
         let s = &self.schedule;
         let t = step.t();
 
-        // 1. x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t (eq. 15 of Ho et al., eq. 9 of Song et al.)
-        let mut pred_x0 = (sample.clone()
-            - model_output.clone() * s.sqrt_one_minus_alphas_cumprod[t] as f32)
-            / s.sqrt_alphas_cumprod[t] as f32;
+        // 1. x̂_0 = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t (eq. 15 of Ho et al., eq. 9 of Song et al.), or
+        //    x_σ + σ v on the flow's path.
+        let mut pred_x0 = match s.objective() {
+            Objective::Epsilon => {
+                (sample.clone() - model_output.clone() * s.sqrt_one_minus_alphas_cumprod[t] as f32)
+                    / s.sqrt_alphas_cumprod[t] as f32
+            }
+            Objective::Flow => {
+                flow::pred_x0(s.noise_scale[t], sample.clone(), model_output.clone())
+            }
+        };
         if self.clip_sample {
             pred_x0 = pred_x0.clamp(-1.0, 1.0);
         }
@@ -375,6 +463,30 @@ impl Sampler {
                 let previous = self.previous.take();
                 self.previous = Some((dpm_solver::lambda(s, t), pred_x0.clone()));
                 dpm_solver::update(s, t, to, sample, pred_x0.clone(), previous)
+            }
+            (SamplerKind::Euler { .. } | SamplerKind::Heun { .. }, Move::Predict { t, to }) => {
+                let sigma = s.noise_scale[t];
+                let velocity = flow::velocity_to(sigma, sample.clone(), pred_x0.clone());
+                let sigma_next = to.map_or(0.0, |to| s.noise_scale[to]);
+                if matches!(self.kind, SamplerKind::Heun { .. }) && to.is_some() {
+                    self.heun_start = Some((sample.clone(), velocity.clone()));
+                }
+                flow::euler(sigma, sigma_next, sample, velocity)
+            }
+            (SamplerKind::Heun { .. }, Move::HeunCorrect { from, t }) => {
+                let (start, velocity) = self
+                    .heun_start
+                    .take()
+                    .expect("Heun's correction follows the step it corrects");
+                let sigma_next = s.noise_scale[t];
+                let velocity_next = flow::velocity_to(sigma_next, sample, pred_x0.clone());
+                flow::heun(
+                    s.noise_scale[from],
+                    sigma_next,
+                    start,
+                    velocity,
+                    velocity_next,
+                )
             }
             (SamplerKind::Ddpm { variance }, Move::Predict { t, .. }) => {
                 let sigma = ddpm::sigma(s, t, variance);
@@ -403,7 +515,9 @@ impl Sampler {
                     sigma,
                 )
             }
-            (kind, Move::Correct { .. }) => unreachable!("{kind} plans no Langevin steps"),
+            (kind, Move::Correct { .. } | Move::HeunCorrect { .. }) => {
+                unreachable!("{kind} plans no such step")
+            }
         };
         self.next += 1;
         Ok(StepOutput {

@@ -106,6 +106,58 @@ test('the CPU backend and WebGPU give the same x_t for the same seed', () => {
   });
 });
 
+test('flow-matching weights: the page offers Euler and Heun only, and Heun\'s x_t matches the native sampler', { timeout: 400_000 }, async () => {
+  // Real flow-matching weights, made the way a user makes them: a (very short) `gendi train
+  // --objective flow`, exported, then served in place of the shipped ones.
+  const bin = process.env.GENDI_BIN ?? 'gendi';
+  const dir = mkdtempSync(join(tmpdir(), 'gendi-flow-'));
+  execFileSync(bin, ['train', '--run-dir', join(dir, 'run'), '--objective', 'flow', '--steps', '3', '--warmup', '1',
+    '--batch-size', '8', '--limit', '64', '--base-channels', '8', '--sample-every', '0'], { stdio: 'inherit' });
+  execFileSync(bin, ['export', '--checkpoint', join(dir, 'run', 'checkpoint.gendi'), '--out', join(dir, 'weights')], { stdio: 'inherit' });
+  const run = { count: 2, seed: 77, steps: 4 };
+  const out = join(dir, 'reference.json');
+  execFileSync(bin, ['reference', '--out', out, '--count', String(run.count), '--seed', String(run.seed), '--digit', 'mixed',
+    '--sampler', 'heun', '--steps', String(run.steps), '--record', String(STEPS_CHECKED), '--weights', join(dir, 'weights')], { stdio: 'inherit' });
+  const flowReference = JSON.parse(readFileSync(out, 'utf8'));
+  // Heun: the Euler guess and its correction evaluate at the same t.
+  assert.deepEqual(flowReference.timesteps, [999, 749, 749, 499, 499, 249, 249]);
+
+  const { context, page, external, consoleErrors } = await openPage(browser, server);
+  try {
+    for (const file of ['manifest.json', 'gendi.bpk']) {
+      const body = readFileSync(join(dir, 'weights', file));
+      await page.route(`**/weights/${file}`, (route) => route.fulfill({ status: 200, body, contentType: 'application/octet-stream' }));
+    }
+    // A link made for diffusion weights: its sampler gives way to Heun, with a note.
+    await page.goto(`${server.url}?backend=cpu&sampler=ddim&steps=50`);
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    assert.equal(await page.inputValue('#sampler'), 'heun');
+    assert.equal(await page.inputValue('#steps'), '10');
+    assert.match(await page.evaluate(() => window.gendi.error), /sampler=ddim cannot run these weights/);
+    const offered = await page.$$eval('#sampler option', (options) => options.filter((o) => !o.disabled && !o.hidden).map((o) => o.value));
+    assert.deepEqual(offered, ['heun', 'euler']);
+    assert.match(await page.textContent('#model-info'), /flow matching/);
+
+    const p = new URLSearchParams({ backend: 'cpu', count: run.count, seed: run.seed, digit: -2, sampler: 'heun', steps: run.steps });
+    await page.goto(`${server.url}?${p}`);
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    const frames = await runSteps(page);
+    assert.deepEqual(frames.map((f) => f.t), flowReference.timesteps.slice(0, STEPS_CHECKED));
+    frames.forEach((frame, i) => {
+      const diff = maxAbsDiff(frame.xt, flowReference.steps[i]);
+      assert.ok(diff < 2e-3, `Heun step ${i + 1}: x_t differs from native by ${diff}`);
+    });
+    // The noise slider follows the flow's straight path: x_t = (1 − σ)·x₀ + σ·ε, σ = (t + 1)/T.
+    await page.$eval('#from-t', (el) => { el.value = '499'; el.dispatchEvent(new Event('input')); });
+    await page.waitForFunction(() => window.gendi.noisedPreview?.t === 499, null, { timeout: 60_000 });
+    assert.match(await page.textContent('#from-t-info'), /x_t = 0\.500·x₀ \+ 0\.500·ε/);
+    assert.deepEqual(external, [], 'the page made no request outside its own server');
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test('a corrupted weights file shows an error in the page', { timeout: 300_000 }, async () => {
   const { context, page } = await openPage(browser, server);
   try {
@@ -185,7 +237,7 @@ test('a digit drawn with the mouse, denoised from t = 600 as a 3, ends as a 3', 
 
     await page.$eval('#from-t', (el) => { el.value = '600'; el.dispatchEvent(new Event('input')); });
     await page.waitForFunction(() => window.gendi.noisedPreview?.t === 600, null, { timeout: 60_000 });
-    assert.match(await page.textContent('#from-t-info'), /√ᾱ_t = 0\.160/);
+    assert.match(await page.textContent('#from-t-info'), /x_t = 0\.160·x₀ \+ 0\.987·ε/);
 
     await page.evaluate(() => {
       window.__firstT = null;
