@@ -3,8 +3,9 @@
 //! [`load_model`], which checks everything before it builds the network.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::store::ModuleRecord;
-use burn::tensor::{Bytes, Device, FloatDType, Tensor};
+use burn::store::{BurnpackStore, ModuleRecord, ModuleStore};
+use burn::tensor::quantization::{QuantMode, QuantScheme, QuantValue, ScaleDtype};
+use burn::tensor::{Bytes, DType, Device, FloatDType, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,10 @@ pub enum StoredDType {
     F32,
     /// Half precision: half the download, outputs within ~1e-3 of the f32 weights.
     F16,
+    /// 8-bit integers with one f32 scale per row (per output channel of a convolution),
+    /// symmetric, in burn's quantized format (Q8F, per-block scales); vectors (biases, norms) in
+    /// f16. A quarter of the f32 download.
+    Int8,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,19 +199,128 @@ pub fn load_model(
 }
 
 /// Builds the network of `config` and loads burnpack `bytes` into it, with no manifest checks.
-/// Stored f16 parameters are widened to the network's f32 as they load.
+/// Stored f16 parameters are widened to the network's f32 as they load; 8-bit ones are loaded
+/// on the CPU, dequantized there and moved to `device`.
 pub fn model_from_bytes(
     config: &UNetConfig,
     bytes: &[u8],
     device: &Device,
 ) -> Result<UNet, WeightsError> {
+    let record_error = |e: &dyn std::fmt::Display| WeightsError::Record(e.to_string());
+    let quantized = stored_quantized(bytes)?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| WeightsError::Record(e.to_string()))?
-        .cast_to_module_dtype();
-    config
-        .init(device)
+        .map_err(|e| record_error(&e))?;
+    if !quantized {
+        return config
+            .init(device)
+            .try_load_record(record.cast_to_module_dtype())
+            .map_err(|e| record_error(&e));
+    }
+    let model = config
+        .init(&Device::flex())
         .try_load_record(record)
-        .map_err(|e| WeightsError::Record(e.to_string()))
+        .map_err(|e| record_error(&e))?
+        .map(&mut Widen);
+    Ok(model.to_device(device))
+}
+
+/// Whether any parameter in the burnpack `bytes` is 8-bit; refuses every storage type but f32,
+/// f16 and GENDI's 8-bit scheme before burn sees the tensors (it panics on some).
+fn stored_quantized(bytes: &[u8]) -> Result<bool, WeightsError> {
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes.to_vec())));
+    let tensors = store
+        .get_all_tensors()
+        .map_err(|e| WeightsError::Record(e.to_string()))?;
+    let mut quantized = false;
+    for (name, tensor) in tensors {
+        let values: usize = tensor.shape.iter().product();
+        let expected = match tensor.dtype {
+            DType::F32 => values * 4,
+            DType::F16 => values * 2,
+            DType::QFloat(scheme) if is_int8_scheme(&scheme, &tensor.shape) => {
+                quantized = true;
+                // Four 8-bit values per u32, then one f32 scale per block.
+                let blocks: usize = scheme
+                    .block_size()
+                    .map_or(1, |block| block.num_blocks(&tensor.shape).iter().product());
+                values.div_ceil(4) * 4 + blocks * 4
+            }
+            other => {
+                return Err(WeightsError::Record(format!(
+                    "{name} is stored as {other:?}; GENDI reads f32, f16 and 8-bit weights \
+                     (Q8F, symmetric, f32 scales per row)"
+                )));
+            }
+        };
+        if tensor.byte_len() != expected {
+            return Err(WeightsError::Record(format!(
+                "{name} holds {} bytes, its shape {:?} and type {:?} take {expected}",
+                tensor.byte_len(),
+                tensor.shape.as_slice(),
+                tensor.dtype
+            )));
+        }
+    }
+    Ok(quantized)
+}
+
+/// GENDI's 8-bit scheme for a parameter of `shape`: Q8F, symmetric, f32 scales per block of
+/// the trailing dimensions, blocks that tile the shape exactly.
+fn is_int8_scheme(scheme: &QuantScheme, shape: &[usize]) -> bool {
+    let Some(block) = scheme.block_size() else {
+        return false;
+    };
+    let block = block.as_slice();
+    scheme.value == QuantValue::Q8F
+        && scheme.mode == QuantMode::Symmetric
+        && scheme.scale_dtype() == ScaleDtype::F32
+        && scheme.tensor_scale().is_none()
+        && !block.is_empty()
+        && block.len() < shape.len()
+        && block
+            .iter()
+            .zip(&shape[shape.len() - block.len()..])
+            .all(|(&b, &d)| b > 0 && d % b as usize == 0)
+}
+
+/// The block of one 8-bit scale for a parameter of shape `dims` (rank ≥ 2): a whole row (the
+/// trailing dimensions), each dimension cut to its largest divisor that fits burn's u8 block
+/// sizes.
+fn int8_block(dims: &[usize]) -> Vec<u8> {
+    dims[1..]
+        .iter()
+        .map(|&d| (1..=d.min(255)).rev().find(|b| d % b == 0).unwrap_or(1) as u8)
+        .collect()
+}
+
+/// Stores matrices and kernels as GENDI's 8-bit scheme, vectors as f16.
+struct Quantize;
+
+impl ModuleMapper for Quantize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|tensor| {
+            if D < 2 {
+                return tensor.cast(FloatDType::F16);
+            }
+            let scheme = QuantScheme::default()
+                .with_value(QuantValue::Q8F)
+                .with_mode(QuantMode::Symmetric)
+                .per_block(int8_block(&tensor.dims()), ScaleDtype::F32);
+            tensor.quantize_dynamic(&scheme)
+        })
+    }
+}
+
+/// Every parameter back to f32: dequantized where it is 8-bit, widened where it is f16.
+struct Widen;
+
+impl ModuleMapper for Widen {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|tensor| match tensor.dtype() {
+            DType::QFloat(_) => tensor.dequantize(),
+            _ => tensor.cast(FloatDType::F32),
+        })
+    }
 }
 
 /// The parameters of `model` as burnpack bytes, in f32.
@@ -219,6 +333,7 @@ pub fn model_to_bytes_as(model: &UNet, dtype: StoredDType) -> Result<Vec<u8>, We
     let model = match dtype {
         StoredDType::F32 => model.clone(),
         StoredDType::F16 => model.clone().map(&mut CastParams(FloatDType::F16)),
+        StoredDType::Int8 => model.clone().map(&mut Quantize),
     };
     let bytes = model
         .into_record()
@@ -235,6 +350,7 @@ pub fn rounded_to(model: &UNet, dtype: StoredDType) -> UNet {
             .clone()
             .map(&mut CastParams(FloatDType::F16))
             .map(&mut CastParams(FloatDType::F32)),
+        StoredDType::Int8 => model.clone().map(&mut Quantize).map(&mut Widen),
     }
 }
 

@@ -261,7 +261,7 @@ fn checkpoint_loader_survives_mutated_checkpoints() {
 
 #[test]
 fn weights_loader_survives_mutated_burnpack_bytes_with_a_matching_manifest() {
-    // A small network's real weights in both stored precisions; each mutated copy gets a
+    // A small network's real weights in every stored precision; each mutated copy gets a
     // manifest whose byte count and SHA-256 match it, so every case reaches the burnpack parser
     // and the parameter checks rather than stopping at the hash.
     use gendi::weights::{StoredDType, load_model, manifest_for, model_to_bytes_as};
@@ -269,10 +269,11 @@ fn weights_loader_survives_mutated_burnpack_bytes_with_a_matching_manifest() {
     let config = UNetConfig::tiny();
     let model = config.init(&device);
     let parameters = model.num_params();
-    let originals: Vec<(StoredDType, Vec<u8>)> = [StoredDType::F16, StoredDType::F32]
-        .into_iter()
-        .map(|dtype| (dtype, model_to_bytes_as(&model, dtype).unwrap()))
-        .collect();
+    let originals: Vec<(StoredDType, Vec<u8>)> =
+        [StoredDType::F16, StoredDType::F32, StoredDType::Int8]
+            .into_iter()
+            .map(|dtype| (dtype, model_to_bytes_as(&model, dtype).unwrap()))
+            .collect();
     let manifest_of = |bytes: &[u8], dtype| {
         manifest_for(
             &config,
@@ -293,7 +294,7 @@ fn weights_loader_survives_mutated_burnpack_bytes_with_a_matching_manifest() {
         CASES,
         |rng| {
             // The first byte says which precision's file was mutated.
-            let which = rng.below(2);
+            let which = rng.below(originals.len());
             let mut input = vec![which as u8];
             input.extend(mutate_bytes(&originals[which].1, rng));
             input

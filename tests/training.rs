@@ -124,9 +124,15 @@ fn a_short_flow_matching_run_lowers_the_loss_and_its_weights_sample_with_heun() 
     while generation.step(&model).unwrap().is_some() {
         evaluations += 1;
     }
-    assert_eq!(evaluations, 19, "Heun 10: two evaluations per step, one for the last");
+    assert_eq!(
+        evaluations, 19,
+        "Heun 10: two evaluations per step, one for the last"
+    );
     let images = common::values(generation.sample().clone());
-    assert!(images.iter().all(|v| v.is_finite()), "the images are finite");
+    assert!(
+        images.iter().all(|v| v.is_finite()),
+        "the images are finite"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

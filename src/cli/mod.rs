@@ -203,6 +203,10 @@ pub struct ExportArgs {
     /// Store the weights in f32 instead of f16 (twice the download, no rounding).
     #[arg(long)]
     f32: bool,
+    /// Store the weights in 8 bits (one f32 scale per row, vectors in f16): half the f16
+    /// download; check the result with `gendi eval`.
+    #[arg(long, conflicts_with = "f32")]
+    int8: bool,
 }
 
 #[derive(Args)]
@@ -286,6 +290,8 @@ pub fn run_export(args: ExportArgs) -> Result<(), String> {
     let checkpoint = Checkpoint::load(&args.checkpoint).map_err(|e| e.to_string())?;
     let dtype = if args.f32 {
         weights::StoredDType::F32
+    } else if args.int8 {
+        weights::StoredDType::Int8
     } else {
         weights::StoredDType::F16
     };
