@@ -12,7 +12,7 @@ use gendi::model::UNet;
 use gendi::native::Backend;
 use gendi::native::bench;
 use gendi::native::checkpoint::Checkpoint;
-use gendi::native::export::{ExportError, export, load_exported};
+use gendi::native::export::{ExportError, export, load_exported, reexport};
 use gendi::native::train::{draw_loss, read_loss_csv};
 use gendi::sampler::{DdpmVariance, SamplerKind, defaults};
 use gendi::schedule::{BetaSchedule, Objective, ScheduleConfig};
@@ -194,6 +194,10 @@ pub struct ExportArgs {
     /// Training checkpoint to export.
     #[arg(long, default_value = "runs/default/checkpoint.gendi")]
     checkpoint: PathBuf,
+    /// Store already exported weights (a directory like www/weights) again in another precision,
+    /// instead of exporting a checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "raw"])]
+    weights: Option<PathBuf>,
     /// Output directory (what the page fetches).
     #[arg(long, default_value = "www/weights")]
     out: PathBuf,
@@ -287,7 +291,7 @@ pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 pub fn run_export(args: ExportArgs) -> Result<(), String> {
-    let checkpoint = Checkpoint::load(&args.checkpoint).map_err(|e| e.to_string())?;
+
     let dtype = if args.f32 {
         weights::StoredDType::F32
     } else if args.int8 {
@@ -295,7 +299,14 @@ pub fn run_export(args: ExportArgs) -> Result<(), String> {
     } else {
         weights::StoredDType::F16
     };
-    let manifest = export(&checkpoint, &args.out, !args.raw, dtype).map_err(|e| e.to_string())?;
+    let manifest = match &args.weights {
+        Some(dir) => reexport(dir, &args.out, dtype),
+        None => {
+            let checkpoint = Checkpoint::load(&args.checkpoint).map_err(|e| e.to_string())?;
+            export(&checkpoint, &args.out, !args.raw, dtype)
+        }
+    }
+    .map_err(|e| e.to_string())?;
     println!(
         "exported {} {:?} weights of step {} ({} parameters, {} bytes, sha256 {}) to {}",
         if manifest.ema { "EMA" } else { "raw" },

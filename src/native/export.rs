@@ -60,6 +60,24 @@ pub fn export(
     Ok(manifest)
 }
 
+/// Stores the exported weights in `dir` again as `dtype` into `out_dir` (which may be `dir`),
+/// with the same model, schedule and training steps.
+pub fn reexport(dir: &Path, out_dir: &Path, dtype: StoredDType) -> Result<Manifest, ExportError> {
+    let (manifest, model) = load_exported(dir, &Device::flex())?;
+    let bytes = weights::model_to_bytes_as(&model, dtype).map_err(ExportError::Weights)?;
+    let manifest = weights::manifest_for(
+        &manifest.model,
+        manifest.schedule,
+        manifest.parameters,
+        manifest.training_steps,
+        manifest.ema,
+        &bytes,
+        dtype,
+    );
+    write_weights(&manifest, &bytes, out_dir)?;
+    Ok(manifest)
+}
+
 /// Writes `bytes` and `manifest` into `out_dir`, each through a temporary file and a rename.
 pub fn write_weights(manifest: &Manifest, bytes: &[u8], out_dir: &Path) -> Result<(), ExportError> {
     let io = |p: &Path| {
