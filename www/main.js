@@ -191,11 +191,20 @@ async function chooseBackend() {
   return 'cpu';
 }
 
+// Which weights to load: `?weights=DIR` names another directory beside weights/ (for example
+// flow-matching weights exported with `gendi export --out www/weights-flow`); only a plain name,
+// so the page never fetches from anywhere but its own directory.
+const WEIGHTS_ASKED = params.get('weights');
+const WEIGHTS_DIR = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(WEIGHTS_ASKED ?? '') ? WEIGHTS_ASKED : 'weights';
+
 function startWorker(backend) {
   if (worker) worker.terminate();
   currentBackend = backend;
   setState('loading');
   clearError();
+  if (WEIGHTS_ASKED !== null && WEIGHTS_DIR !== WEIGHTS_ASKED) {
+    showError(`The link's weights=${WEIGHTS_ASKED} is not a directory name beside the page; loading the page's own weights.`);
+  }
   $('loading').hidden = false;
   $('load-label').textContent = 'Loading the model…';
   $('load-progress').removeAttribute('value');
@@ -210,7 +219,7 @@ function startWorker(backend) {
   // The warm-up runs the batch the current settings will: the digits, twice with guidance.
   const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
   const warmBatch = Number(ui.digit.value) === -1 ? count : 2 * count;
-  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, warmBatch });
+  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weights: WEIGHTS_DIR, warmBatch });
 }
 
 const handlers = {
@@ -434,6 +443,7 @@ function shareUrl() {
   const url = new URL(location.href);
   url.search = '';
   for (const key of ['backend', 'count', 'digit', 'sampler', 'steps', 'seed', 'guidance']) url.searchParams.set(key, ui[key].value);
+  if (WEIGHTS_DIR !== 'weights') url.searchParams.set('weights', WEIGHTS_DIR);
   if (gendi.mode === 'drawing') { url.searchParams.set('mode', 'drawing'); url.searchParams.set('t', $('from-t').value); }
   return url.href;
 }

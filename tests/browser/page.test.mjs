@@ -190,6 +190,22 @@ test('a missing manifest shows an error in the page', { timeout: 300_000 }, asyn
   }
 });
 
+test('?weights= loads another directory beside the page, and nothing else', { timeout: 300_000 }, async () => {
+  const { context, page, external } = await openPage(browser, server);
+  try {
+    await page.goto(`${server.url}?backend=cpu&weights=weights-flow`);
+    assert.equal(await waitLoaded(page), 'error');
+    assert.match(await page.textContent('#error'), /weights-flow\/manifest\.json.*404/s);
+    // A URL or a path is not a directory name: the page's own weights load, with a note.
+    await page.goto(`${server.url}?backend=cpu&weights=${encodeURIComponent('https://example.com/w')}`);
+    assert.equal(await waitLoaded(page), 'ready');
+    assert.match(await page.evaluate(() => window.gendi.error), /is not a directory name beside the page/);
+    assert.deepEqual(external, [], 'nothing was fetched from outside the test server');
+  } finally {
+    await context.close();
+  }
+});
+
 test('automatic backend choice: a software-only WebGPU adapter falls back to the CPU with a notice', { timeout: 300_000 }, async () => {
   const { context, page } = await openPage(browser, server);
   try {
