@@ -219,7 +219,7 @@ function startWorker(backend) {
   // The warm-up runs the batch the current settings will: the digits, twice with guidance.
   const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
   const warmBatch = Number(ui.digit.value) === -1 ? count : 2 * count;
-  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weights: WEIGHTS_DIR, warmBatch });
+  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR, warmBatch });
 }
 
 const handlers = {

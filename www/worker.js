@@ -74,10 +74,10 @@ async function loadWeights(manifestUrl, info) {
   };
 }
 
-async function load({ backend, base, weights, warmBatch }) {
+async function load({ backend, base, weightsDir, warmBatch }) {
   denoiser = null;
   await init();
-  const manifestUrl = new URL(`${weights}/manifest.json`, base).href;
+  const manifestUrl = new URL(`${weightsDir}/manifest.json`, base).href;
   const manifestText = await (await fetchOk(manifestUrl, 'the model manifest')).text();
   let info;
   try {
