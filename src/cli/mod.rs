@@ -291,7 +291,6 @@ pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 pub fn run_export(args: ExportArgs) -> Result<(), String> {
-
     let dtype = if args.f32 {
         weights::StoredDType::F32
     } else if args.int8 {
