@@ -196,6 +196,12 @@ async function chooseBackend() {
 // so the page never fetches from anywhere but its own directory.
 const WEIGHTS_ASKED = params.get('weights');
 const WEIGHTS_DIR = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/.test(WEIGHTS_ASKED ?? '') ? WEIGHTS_ASKED : 'weights';
+if (WEIGHTS_DIR !== 'weights') {
+  const back = $('other-weights');
+  back.href = '?';
+  back.textContent = 'Back to the default weights';
+  back.parentElement.replaceChildren(back);
+}
 
 function startWorker(backend) {
   if (worker) worker.terminate();

@@ -193,9 +193,15 @@ test('a missing manifest shows an error in the page', { timeout: 300_000 }, asyn
 test('?weights= loads another directory beside the page, and nothing else', { timeout: 300_000 }, async () => {
   const { context, page, external } = await openPage(browser, server);
   try {
-    await page.goto(`${server.url}?backend=cpu&weights=weights-flow`);
+    await page.goto(`${server.url}?backend=cpu&weights=weights-missing`);
     assert.equal(await waitLoaded(page), 'error');
-    assert.match(await page.textContent('#error'), /weights-flow\/manifest\.json.*404/s);
+    assert.match(await page.textContent('#error'), /weights-missing\/manifest\.json.*404/s);
+    // The flow-matching weights shipped beside the default ones.
+    await page.goto(`${server.url}?backend=cpu&weights=weights-flow`);
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    assert.equal(await page.inputValue('#sampler'), 'heun');
+    assert.match(await page.textContent('#model-info'), /flow matching/);
+    assert.equal(await page.textContent('#other-weights'), 'Back to the default weights');
     // A URL or a path is not a directory name: the page's own weights load, with a note.
     await page.goto(`${server.url}?backend=cpu&weights=${encodeURIComponent('https://example.com/w')}`);
     assert.equal(await waitLoaded(page), 'ready');
