@@ -45,16 +45,18 @@ fn export_then_load_gives_bit_identical_outputs() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
-fn int8_export_loads_as_the_int8_rounded_model_at_a_quarter_of_the_size() {
+/// The default model stored as `dtype` through the exporter's files and loaded back.
+struct Stored {
+    model: gendi::model::UNet,
+    loaded: gendi::model::UNet,
+    bytes: usize,
+    bytes32: usize,
+    dir: std::path::PathBuf,
+}
+
+fn stored_as(dtype: StoredDType, name: &str) -> Stored {
     let (manifest32, bytes32, model) = exported();
-    let bytes = weights::model_to_bytes_as(&model, StoredDType::Int8).unwrap();
-    assert!(
-        bytes.len() < bytes32.len() * 3 / 10,
-        "{} vs {} bytes",
-        bytes.len(),
-        bytes32.len()
-    );
+    let bytes = weights::model_to_bytes_as(&model, dtype).unwrap();
     let manifest = weights::manifest_for(
         &manifest32.model,
         manifest32.schedule,
@@ -62,28 +64,48 @@ fn int8_export_loads_as_the_int8_rounded_model_at_a_quarter_of_the_size() {
         12,
         true,
         &bytes,
-        StoredDType::Int8,
+        dtype,
     );
-    let dir = temp_dir("int8");
+    let dir = temp_dir(name);
     write_weights(&manifest, &bytes, &dir).unwrap();
     let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
-    assert_eq!(loaded_manifest.weights.dtype, StoredDType::Int8);
-    let mut rng = gendi::rng::NoiseRng::new(2);
-    let x = rng.normal_tensor([2, 1, 28, 28], &common::device());
-    let run =
-        |m: &gendi::model::UNet| common::values(m.forward(x.clone(), &[10, 900], &[Some(4), None]));
-    let rounded = weights::rounded_to(&model, StoredDType::Int8);
+    assert_eq!(loaded_manifest.weights.dtype, dtype);
+    Stored {
+        model,
+        loaded,
+        bytes: bytes.len(),
+        bytes32: bytes32.len(),
+        dir,
+    }
+}
+
+/// The network's output on fixed inputs (seed 2): two images, t = 10 and 900, labelled and not.
+fn outputs(model: &gendi::model::UNet) -> Vec<f32> {
+    let x = gendi::rng::NoiseRng::new(2).normal_tensor([2, 1, 28, 28], &common::device());
+    common::values(model.forward(x, &[10, 900], &[Some(4), None]))
+}
+
+#[test]
+fn int8_export_loads_as_the_int8_rounded_model_at_a_quarter_of_the_size() {
+    let stored = stored_as(StoredDType::Int8, "int8");
+    assert!(
+        stored.bytes < stored.bytes32 * 3 / 10,
+        "{} vs {} bytes",
+        stored.bytes,
+        stored.bytes32
+    );
+    let rounded = weights::rounded_to(&stored.model, StoredDType::Int8);
     assert_eq!(
-        run(&loaded),
-        run(&rounded),
+        outputs(&stored.loaded),
+        outputs(&rounded),
         "loading 8-bit weights gives the 8-bit-rounded model exactly"
     );
     // Rounding to 8 bits per row moves the output by about a percent of its range.
-    let (exact, eight) = (run(&model), run(&loaded));
+    let (exact, eight) = (outputs(&stored.model), outputs(&stored.loaded));
     let range = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
     let diff = common::max_abs_diff(&exact, &eight);
     assert!(diff > 0.0 && diff < 0.03 * range, "{diff} of {range}");
-    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(stored.dir).unwrap();
 }
 
 #[test]
@@ -114,43 +136,25 @@ fn quantized_weights_in_another_scheme_are_refused_not_a_panic() {
 
 #[test]
 fn f16_export_loads_as_the_f16_rounded_model_at_half_the_size() {
-    let (manifest32, bytes32, model) = exported();
-    let bytes = weights::model_to_bytes_as(&model, StoredDType::F16).unwrap();
+    let stored = stored_as(StoredDType::F16, "f16");
     assert!(
-        bytes.len() < bytes32.len() * 6 / 10,
+        stored.bytes < stored.bytes32 * 6 / 10,
         "{} vs {} bytes",
-        bytes.len(),
-        bytes32.len()
+        stored.bytes,
+        stored.bytes32
     );
-    let manifest = weights::manifest_for(
-        &manifest32.model,
-        manifest32.schedule,
-        manifest32.parameters,
-        12,
-        true,
-        &bytes,
-        StoredDType::F16,
-    );
-    let dir = temp_dir("f16");
-    write_weights(&manifest, &bytes, &dir).unwrap();
-    let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
-    assert_eq!(loaded_manifest.weights.dtype, StoredDType::F16);
-    let rounded = weights::rounded_to(&model, StoredDType::F16);
-    let mut rng = gendi::rng::NoiseRng::new(2);
-    let x = rng.normal_tensor([2, 1, 28, 28], &common::device());
-    let run =
-        |m: &gendi::model::UNet| common::values(m.forward(x.clone(), &[10, 900], &[Some(4), None]));
+    let rounded = weights::rounded_to(&stored.model, StoredDType::F16);
     assert_eq!(
-        run(&loaded),
-        run(&rounded),
+        outputs(&stored.loaded),
+        outputs(&rounded),
         "loading f16 weights gives the f16-rounded model exactly"
     );
-    let drift = common::max_abs_diff(&run(&loaded), &run(&model));
+    let drift = common::max_abs_diff(&outputs(&stored.loaded), &outputs(&stored.model));
     assert!(
         drift > 0.0 && drift < 1e-2,
         "f16 storage moves outputs by {drift}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(stored.dir).unwrap();
 }
 
 #[test]

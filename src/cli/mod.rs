@@ -62,6 +62,20 @@ pub enum SamplerArg {
     Heun,
 }
 
+impl From<SamplerKind> for SamplerArg {
+    fn from(kind: SamplerKind) -> Self {
+        match kind {
+            SamplerKind::Ddpm { .. } => Self::Ddpm,
+            SamplerKind::Ddim { .. } => Self::Ddim,
+            SamplerKind::DpmSolver { .. } => Self::DpmSolver,
+            SamplerKind::Langevin { .. } => Self::Langevin,
+            SamplerKind::PredictorCorrector { .. } => Self::PredictorCorrector,
+            SamplerKind::Euler { .. } => Self::Euler,
+            SamplerKind::Heun { .. } => Self::Heun,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum VarianceArg {
     /// σ_t² = β̃_t, the posterior variance.
@@ -99,12 +113,12 @@ pub struct SamplerArgs {
     snr: f64,
 }
 impl SamplerArgs {
-    /// The sampler asked for, or the default for weights trained for `objective`.
+    /// The sampler asked for, or the default for weights trained for `objective`
+    /// ([`SamplerKind::default_for`]), with this command line's settings.
     fn kind(&self, objective: Objective) -> SamplerKind {
-        let sampler = self.sampler.unwrap_or(match objective {
-            Objective::Epsilon => SamplerArg::DpmSolver,
-            Objective::Flow => SamplerArg::Heun,
-        });
+        let sampler = self
+            .sampler
+            .unwrap_or_else(|| SamplerKind::default_for(objective).into());
         self.kind_of(sampler, self.steps)
     }
 
