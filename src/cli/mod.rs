@@ -229,9 +229,12 @@ pub struct ExportArgs {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Timed training steps (batch 64).
+    /// Timed training steps.
     #[arg(long, default_value_t = 10)]
     train_steps: usize,
+    /// Images per timed training step (a GPU may need more than the CPU to be busy).
+    #[arg(long, default_value_t = 64)]
+    train_batch: usize,
     /// Timed sampling steps per batch size.
     #[arg(long, default_value_t = 20)]
     sample_steps: usize,
@@ -341,6 +344,7 @@ pub fn run_bench(args: BenchArgs) -> Result<(), String> {
         &device,
         &name,
         args.train_steps.max(1),
+        args.train_batch.max(1),
         args.sample_steps.max(1),
     );
     println!(

@@ -50,9 +50,9 @@ pub fn run(
     device: &Device,
     device_name: &str,
     train_steps: usize,
+    batch: usize,
     sample_steps: usize,
 ) -> BenchReport {
-    let batch = 64;
     let data = synthetic_mnist(batch * 4);
     let config = TrainConfig {
         batch_size: batch,
