@@ -4,8 +4,8 @@
 #
 #   ./build.sh            set up what is missing, build, serve www/ on http://127.0.0.1:8000
 #   ./build.sh test       set up what is missing, build, run the Rust and browser tests
-#   ./build.sh setup      install tools, fetch MNIST, build the CLI and www/pkg/
-#   ./build.sh wasm       rebuild www/pkg/ only
+#   ./build.sh setup      install tools, fetch MNIST, build the CLI, www/pkg/ and www/pkg-threads/
+#   ./build.sh wasm       rebuild the wasm modules only
 #   ./build.sh bench-web  measure the page in headless Chromium (prints JSON)
 #
 # Heavy build outputs live outside the clone (GENDI_CACHE, default ~/.cache/gendi) so that
@@ -16,6 +16,7 @@ ROOT="$PWD"
 CACHE="${GENDI_CACHE:-$HOME/.cache/gendi}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
 WASM_TARGET_DIR="$CACHE/target-wasm"
+WASM_THREADS_TARGET_DIR="$CACHE/target-wasm-threads"
 NODE_DIR="$CACHE/node"
 PORT="${PORT:-8000}"
 BINARYEN_VERSION=132
@@ -76,6 +77,46 @@ wasm_bindgen_version() {
   awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
 }
 
+# Builds the crate's library for wasm32 into target directory $1 (the rest: cargo's arguments).
+# $BUILD_STD=1 always builds the standard library itself, as the multithreaded module needs (std
+# with atomics); without it, a rustup wasm32 target is used where there is one.
+cargo_wasm() {
+  local dir="$1"; shift
+  if rustup_has_wasm && [ -z "${BUILD_STD:-}" ]; then
+    CARGO_TARGET_DIR="$dir" cargo build --lib --target wasm32-unknown-unknown --profile wasm-release "$@"
+    return
+  fi
+  # Debian's rustc-web ships the std source: build std for wasm32 ourselves (see README).
+  apt_install rustc-web cargo-web rust-web-src
+  local lld=""
+  command -v rustc >/dev/null && lld="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
+  [ -x "$lld" ] || lld="$(command -v rust-lld || command -v wasm-ld || true)"
+  if [ -z "$lld" ]; then
+    apt_install lld-19
+    lld=/usr/lib/llvm-19/bin/wasm-ld
+  fi
+  PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$lld" CARGO_TARGET_DIR="$dir" \
+    /usr/bin/cargo build -Zbuild-std=std,panic_abort --lib --target wasm32-unknown-unknown --profile wasm-release "$@"
+}
+
+# wasm-bindgen, then wasm-opt: $1 the cargo output, $2 the page's folder for it, then wasm-opt's
+# extra flags.
+bind_wasm() {
+  local wasm="$1" out="$2"; shift 2
+  rm -rf "$out" && mkdir -p "$out"
+  wasm-bindgen --target web --no-typescript --out-dir "$out" "$wasm"
+  say "shrinking $out with wasm-opt (binaryen $BINARYEN_VERSION)"
+  "$NODE_DIR/node_modules/.bin/wasm-opt" -Oz --enable-reference-types --enable-bulk-memory \
+    --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-multivalue \
+    --enable-simd --strip-debug --strip-producers --strip-target-features "$@" \
+    "$out/gendi_bg.wasm" -o "$out/gendi_bg.wasm"
+  say "$out/gendi_bg.wasm: $(stat -c %s "$out/gendi_bg.wasm") bytes, $(gzip -9 -c "$out/gendi_bg.wasm" | wc -c) gzipped"
+}
+
+# Two modules from one crate: www/pkg (WebGPU + the CPU backend on one thread: loads anywhere)
+# and www/pkg-threads (the CPU backend only, on a pool of Web Workers: needs a cross-origin
+# isolated page, which the worker checks before it picks this one).
 build_wasm() {
   local version; version="$(wasm_bindgen_version)"
   [ -n "$version" ] || die "wasm-bindgen is not in Cargo.lock"
@@ -83,38 +124,22 @@ build_wasm() {
     say "installing wasm-bindgen-cli $version (matches Cargo.lock)"
     cargo install --quiet wasm-bindgen-cli --version "$version"
   fi
-  say "building the wasm module"
+  local out=wasm32-unknown-unknown/wasm-release/gendi.wasm
+  say "building the wasm module (WebGPU + CPU, one thread)"
   # SIMD128 for burn-flex's CPU kernels in the browser (every current browser has it).
-  export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128"
-  local wasm
-  if rustup_has_wasm; then
-    CARGO_TARGET_DIR="$WASM_TARGET_DIR" cargo build --lib --target wasm32-unknown-unknown --profile wasm-release
-  else
-    # Debian's rustc-web ships the std source: build std for wasm32 ourselves (see README).
-    local lld=""
-    command -v rustc >/dev/null && lld="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld"
-    [ -x "$lld" ] || lld="$(command -v rust-lld || command -v wasm-ld || true)"
-    if [ -z "$lld" ]; then
-      apt_install lld-19
-      lld=/usr/lib/llvm-19/bin/wasm-ld
-    fi
-    PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
-      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$lld" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
-      /usr/bin/cargo build -Zbuild-std=std,panic_abort --lib --target wasm32-unknown-unknown --profile wasm-release
-  fi
-  wasm="$WASM_TARGET_DIR/wasm32-unknown-unknown/wasm-release/gendi.wasm"
-  rm -rf www/pkg && mkdir -p www/pkg
-  wasm-bindgen --target web --no-typescript --out-dir www/pkg "$wasm"
-  say "shrinking with wasm-opt (binaryen $BINARYEN_VERSION)"
-  "$NODE_DIR/node_modules/.bin/wasm-opt" -Oz --enable-reference-types --enable-bulk-memory \
-    --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-multivalue \
-    --enable-simd --strip-debug --strip-producers --strip-target-features www/pkg/gendi_bg.wasm -o www/pkg/gendi_bg.wasm
-  say "www/pkg/gendi_bg.wasm: $(stat -c %s www/pkg/gendi_bg.wasm) bytes, $(gzip -9 -c www/pkg/gendi_bg.wasm | wc -c) gzipped"
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+    cargo_wasm "$WASM_TARGET_DIR" --no-default-features --features wgpu
+  bind_wasm "$WASM_TARGET_DIR/$out" www/pkg
+  say "building the multithreaded CPU module (atomics, shared memory)"
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals" \
+    BUILD_STD=1 cargo_wasm "$WASM_THREADS_TARGET_DIR" --no-default-features --features wasm-threads
+  bind_wasm "$WASM_THREADS_TARGET_DIR/$out" www/pkg-threads --enable-threads
 }
 
 wasm_is_stale() {
-  [ -f www/pkg/gendi_bg.wasm ] || return 0
-  [ -n "$(find src Cargo.toml Cargo.lock -newer www/pkg/gendi_bg.wasm -print -quit)" ]
+  [ -f www/pkg/gendi_bg.wasm ] && [ -f www/pkg-threads/gendi_bg.wasm ] || return 0
+  [ -n "$(find src Cargo.toml Cargo.lock build.rs -newer www/pkg/gendi_bg.wasm -print -quit)" ] ||
+    [ -n "$(find src Cargo.toml Cargo.lock build.rs -newer www/pkg-threads/gendi_bg.wasm -print -quit)" ]
 }
 
 setup() {
@@ -135,6 +160,9 @@ class Handler(http.server.SimpleHTTPRequestHandler):
                       '.json': 'application/json', '.bpk': 'application/octet-stream'}
     def end_headers(self):
         self.send_header('Cache-Control', 'no-cache')
+        # Cross-origin isolation: SharedArrayBuffer, so the CPU backend runs on every core.
+        self.send_header('Cross-Origin-Opener-Policy', 'same-origin')
+        self.send_header('Cross-Origin-Embedder-Policy', 'require-corp')
         super().end_headers()
 http.server.ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), Handler).serve_forever()
 PY

@@ -58,6 +58,18 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
+/// `initThreadPool(n)` for the page: starts `n` Web Workers that share this module's memory and
+/// run the CPU backend's rayon work. Only the multithreaded module has it (`wasm-threads`).
+#[cfg(feature = "wasm-threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// The threads the CPU backend computes on: the pool's size in the multithreaded module, 1 in
+/// the single-threaded one.
+#[wasm_bindgen]
+pub fn threads() -> usize {
+    crate::kernels::threads()
+}
+
 /// The format version of manifests this build reads (the page checks it before downloading).
 #[wasm_bindgen(js_name = formatVersion)]
 pub fn format_version() -> u32 {
@@ -108,12 +120,14 @@ struct Inner {
     generation: Option<Generation>,
 }
 
+#[cfg(feature = "wgpu")]
 thread_local! {
     /// The WebGPU device and adapter name, initialised once per page: burn keeps one runtime per
     /// device, so a second initialisation would fail.
     static WEBGPU: RefCell<Option<(Device, String)>> = const { RefCell::new(None) };
 }
 
+#[cfg(feature = "wgpu")]
 async fn webgpu_device() -> Result<(Device, String), JsError> {
     if let Some(found) = WEBGPU.with(|cell| cell.borrow().clone()) {
         return Ok(found);
@@ -130,6 +144,13 @@ async fn webgpu_device() -> Result<(Device, String), JsError> {
     };
     WEBGPU.with(|cell| *cell.borrow_mut() = Some((device.clone(), name.clone())));
     Ok((device, name))
+}
+
+fn cpu_name() -> String {
+    match threads() {
+        1 => "CPU (wasm SIMD, 1 thread)".to_string(),
+        n => format!("CPU (wasm SIMD, {n} threads)"),
+    }
 }
 
 #[wasm_bindgen]
@@ -151,8 +172,15 @@ impl Denoiser {
         let manifest =
             weights::parse_manifest(&manifest_json).map_err(|e| JsError::new(&e.to_string()))?;
         let (device, adapter) = match backend.as_str() {
+            #[cfg(feature = "wgpu")]
             "webgpu" => webgpu_device().await?,
-            "cpu" => (Device::flex(), "CPU (wasm SIMD)".to_string()),
+            #[cfg(not(feature = "wgpu"))]
+            "webgpu" => {
+                return Err(JsError::new(
+                    "this is the multithreaded CPU module, built without WebGPU: load pkg/gendi.js for WebGPU",
+                ));
+            }
+            "cpu" => (Device::flex(), cpu_name()),
             other => {
                 return Err(JsError::new(&format!(
                     "unknown backend {other:?}: use \"webgpu\" or \"cpu\""

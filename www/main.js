@@ -49,6 +49,11 @@ function notice(message) {
   $('notice').hidden = !message;
 }
 
+// Adds a sentence to the notice shown, if any.
+function addNotice(message) {
+  notice([$('notice').hidden ? '' : $('notice').textContent, message].filter(Boolean).join(' '));
+}
+
 window.addEventListener('error', (event) => showError(`Unexpected error: ${event.message}`));
 window.addEventListener('unhandledrejection', (event) => { event.preventDefault(); showError(`Unexpected error: ${event.reason?.message ?? event.reason}`); });
 
@@ -203,6 +208,9 @@ if (WEIGHTS_DIR !== 'weights') {
   back.parentElement.replaceChildren(back);
 }
 
+// `?threads=N` caps the CPU backend's threads (default: every core the browser reports).
+const THREADS = Math.max(0, Math.floor(Number(params.get('threads')) || 0));
+
 function startWorker(backend) {
   if (worker) worker.terminate();
   currentBackend = backend;
@@ -225,7 +233,7 @@ function startWorker(backend) {
   // The warm-up runs the batch the current settings will: the digits, twice with guidance.
   const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
   const warmBatch = Number(ui.digit.value) === -1 ? count : 2 * count;
-  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR, warmBatch });
+  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR, warmBatch, threads: THREADS });
 }
 
 const handlers = {
@@ -239,8 +247,14 @@ const handlers = {
     $('load-label').textContent = backend === 'webgpu' ? 'Preparing the GPU (compiling shaders)…' : 'Preparing…';
     $('load-progress').removeAttribute('value');
   },
-  ready({ backend, adapter, info, warmUpMs }) {
-    gendi.backend = backend; gendi.T = info.timesteps; gendi.warmUpMs = warmUpMs;
+  ready({ backend, adapter, info, warmUpMs, threads, isolated, threadsNote }) {
+    gendi.backend = backend; gendi.T = info.timesteps; gendi.warmUpMs = warmUpMs; gendi.threads = threads;
+    if (backend === 'cpu' && !isolated && (navigator.hardwareConcurrency || 1) > 1) {
+      const oneThread = 'The CPU backend runs on one thread: this server does not make the page cross-origin ' +
+        'isolated (the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers; see the README).';
+      addNotice(oneThread);
+    }
+    if (threadsNote) addNotice(threadsNote);
     $('from-t').max = info.timesteps - 1;
     gendi.adapter = backend === 'webgpu' && gpuName ? gpuName : adapter;
     $('loading').hidden = true;

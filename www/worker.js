@@ -1,6 +1,32 @@
 // Runs the WebAssembly model off the main thread: loads and verifies the weights, then streams
 // one message per reverse step. The page stays responsive however slow a step is.
-import init, { Denoiser, checkManifest, encodeGif, formatVersion } from './pkg/gendi.js';
+
+// Two builds of one crate: pkg/ has WebGPU and runs the CPU backend on one thread; pkg-threads/
+// runs the CPU backend on a pool of Web Workers sharing its memory, which browsers allow only in
+// a cross-origin isolated page (the COOP and COEP headers; see README).
+let wasm = null;
+// Why the CPU backend runs on one thread although the page asked for more, if it does.
+let threadsNote = null;
+
+async function loadModule(backend, threads) {
+  const cores = Math.max(1, navigator.hardwareConcurrency || 1);
+  const wanted = threads > 0 ? Math.min(threads, cores) : cores;
+  // Isolated, the CPU backend always runs from pkg-threads/, one thread included: that module is
+  // also the smaller download, and it measured faster than pkg/ at one thread (README).
+  if (backend === 'cpu' && self.crossOriginIsolated === true) {
+    try {
+      const module = await import('./pkg-threads/gendi.js');
+      await module.default();
+      await module.initThreadPool(wanted);
+      return module;
+    } catch (e) {
+      threadsNote = `The multithreaded CPU module failed to start (${e.message}), so the CPU backend runs on one thread.`;
+    }
+  }
+  const module = await import('./pkg/gendi.js');
+  await module.default();
+  return module;
+}
 
 const CACHE = 'gendi-weights';
 let denoiser = null;
@@ -74,9 +100,10 @@ async function loadWeights(manifestUrl, info) {
   };
 }
 
-async function load({ backend, base, weightsDir, warmBatch }) {
+async function load({ backend, base, weightsDir, warmBatch, threads }) {
   denoiser = null;
-  await init();
+  wasm ??= await loadModule(backend, threads);
+  const { Denoiser, checkManifest, formatVersion } = wasm;
   const manifestUrl = new URL(`${weightsDir}/manifest.json`, base).href;
   const manifestText = await (await fetchOk(manifestUrl, 'the model manifest')).text();
   let info;
@@ -99,7 +126,10 @@ async function load({ backend, base, weightsDir, warmBatch }) {
   // One step's worth of work before the page says ready: shaders compile now, not on step 1.
   post({ type: 'warming', backend: denoiser.backend });
   const warmUpMs = await denoiser.warmUp(warmBatch);
-  post({ type: 'ready', warmUpMs, backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache });
+  post({
+    type: 'ready', warmUpMs, backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache,
+    threads: wasm.threads(), isolated: self.crossOriginIsolated === true, threadsNote,
+  });
 }
 
 async function generate(params) {
@@ -148,7 +178,8 @@ self.onmessage = async ({ data }) => {
     else if (data.type === 'stop') stopRequested = running;
     else if (data.type === 'noised') noised(data);
     else if (data.type === 'gif') {
-      const gif = encodeGif(data.frames, data.count, data.zoom, data.delayMs);
+      if (!wasm) throw new Error('the model is not loaded yet');
+      const gif = wasm.encodeGif(data.frames, data.count, data.zoom, data.delayMs);
       post({ type: 'gif', gif }, [gif.buffer]);
     }
   } catch (e) {

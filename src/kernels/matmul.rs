@@ -131,7 +131,7 @@ pub fn gemm(dst: &mut [f32], accumulate: bool, lhs: MatRef, rhs: MatRef, threads
     }
 }
 
-#[cfg(not(target_family = "wasm"))]
+#[cfg(threads)]
 fn parallelism(threads: Threads) -> gemm::Parallelism {
     match threads {
         Threads::One => gemm::Parallelism::None,
@@ -139,7 +139,7 @@ fn parallelism(threads: Threads) -> gemm::Parallelism {
     }
 }
 
-#[cfg(target_family = "wasm")]
+#[cfg(not(threads))]
 fn parallelism(_: Threads) -> gemm::Parallelism {
     gemm::Parallelism::None
 }

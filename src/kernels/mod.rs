@@ -20,6 +20,7 @@ mod flex;
 mod matmul;
 
 pub use matmul::{gemm_flops, measure_peak_gflops};
+pub use parallel::threads;
 pub mod norm;
 mod parallel;
 pub mod upsample;
@@ -35,10 +36,17 @@ use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 
 /// The ops GENDI runs through its own kernels. The default bodies are burn's ops, so a backend
-/// without kernels of its own (the GPU) only needs an empty `impl`.
-#[backend_extension(Flex, Cube, Autodiff: cfg(not(target_family = "wasm")))]
+/// without kernels of its own (the GPU) only needs an empty `impl`; under burn's fusion
+/// (`#[fusion(default)]`) those bodies are recorded lazily and fused like any other burn ops.
+#[backend_extension(
+    Flex,
+    Cube: cfg(feature = "wgpu"),
+    Fusion: cfg(feature = "gpu-fusion"),
+    Autodiff: cfg(not(target_family = "wasm"))
+)]
 pub trait KernelBackend: Backend {
     /// A 2-D convolution with bias; see [`conv2d`].
+    #[fusion(default)]
     fn conv2d_with_bias(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -50,6 +58,7 @@ pub trait KernelBackend: Backend {
 
     /// The gradients of [`conv2d_with_bias`](Self::conv2d_with_bias) with respect to the input,
     /// the weight and the bias, given the output's gradient.
+    #[fusion(default)]
     fn conv2d_with_bias_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -60,6 +69,7 @@ pub trait KernelBackend: Backend {
     }
 
     /// GroupNorm with affine γ and β, then SiLU when `options.silu`; see [`group_norm_silu`].
+    #[fusion(default)]
     fn group_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -70,6 +80,7 @@ pub trait KernelBackend: Backend {
     }
 
     /// The gradients of [`group_norm`](Self::group_norm) with respect to x, γ and β.
+    #[fusion(default)]
     fn group_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -89,6 +100,7 @@ pub struct GroupNormOptions {
     pub silu: bool,
 }
 
+#[cfg(feature = "wgpu")]
 impl KernelBackend for burn::backend::Cube {}
 
 std::thread_local! {

@@ -1,5 +1,6 @@
-//! Work spread over images: rayon's pool natively, one thread in the browser. The kernels call
-//! these two loops and never rayon itself, so they read the same on both targets.
+//! Work spread over images: rayon's pool natively and in the page's multithreaded module (a pool
+//! of Web Workers), one thread in its single-threaded module. The kernels call these two loops
+//! and never rayon itself, so they read the same on every target.
 
 /// Calls `work(scratch, index, chunk)` for each `chunk_len`-sized chunk of `out`, with a scratch
 /// value made by `init` once per piece of work (not once per chunk).
@@ -12,14 +13,14 @@ pub fn for_each_chunk<S>(
     if chunk_len == 0 {
         return;
     }
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(threads)]
     {
         use rayon::prelude::*;
         out.par_chunks_mut(chunk_len)
             .enumerate()
             .for_each_init(init, |scratch, (i, chunk)| work(scratch, i, chunk));
     }
-    #[cfg(target_family = "wasm")]
+    #[cfg(not(threads))]
     {
         let mut scratch = init();
         for (i, chunk) in out.chunks_mut(chunk_len).enumerate() {
@@ -40,7 +41,7 @@ pub fn fold_chunks<A: Send>(
     if chunk_len == 0 {
         return init();
     }
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(threads)]
     {
         use rayon::prelude::*;
         out.par_chunks_mut(chunk_len)
@@ -51,7 +52,7 @@ pub fn fold_chunks<A: Send>(
             })
             .reduce(&init, merge)
     }
-    #[cfg(target_family = "wasm")]
+    #[cfg(not(threads))]
     {
         let _ = merge;
         let mut acc = init();
@@ -62,13 +63,13 @@ pub fn fold_chunks<A: Send>(
     }
 }
 
-/// Threads the native pool runs (1 in the browser).
+/// Threads the pool runs (1 in the single-threaded wasm module).
 pub fn threads() -> usize {
-    #[cfg(not(target_family = "wasm"))]
+    #[cfg(threads)]
     {
         rayon::current_num_threads()
     }
-    #[cfg(target_family = "wasm")]
+    #[cfg(not(threads))]
     {
         1
     }

@@ -18,6 +18,7 @@ pub enum Backend {
     /// burn-flex on the CPU (all cores).
     Cpu,
     /// burn-wgpu: Vulkan, Metal or DX12 on the first GPU wgpu finds.
+    #[cfg(feature = "wgpu")]
     Wgpu,
 }
 
@@ -25,6 +26,7 @@ impl Backend {
     pub fn device(self) -> Result<Device, String> {
         match self {
             Backend::Cpu => Ok(Device::flex()),
+            #[cfg(feature = "wgpu")]
             Backend::Wgpu => Device::wgpu_options()
                 .init()
                 .map_err(|e| format!("no usable GPU through wgpu ({e}); use --device cpu")),

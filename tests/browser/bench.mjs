@@ -1,6 +1,7 @@
 // The page's speed in headless Chromium, printed as JSON: ms per reverse step (U-Net forward +
 // sampler step + read-back) at batch 1 and 16 on WebGPU (SwiftShader here) and on the CPU
-// backend, the time from navigation to the first drawn step, and the gzipped download size.
+// backend (on every core, and as cpu1 on one thread), the time from navigation to the first drawn
+// step, and the gzipped download by part.
 import { readFileSync, readdirSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
@@ -8,11 +9,13 @@ import { serveWww, launchBrowser, openPage, waitLoaded, WWW } from './harness.mj
 
 const STEPS = Number(process.env.BENCH_STEPS ?? 4);
 // BENCH_BACKENDS=cpu skips SwiftShader's minutes per step when only the CPU backend is of interest.
-const BACKENDS = (process.env.BENCH_BACKENDS ?? 'webgpu,cpu').split(',');
+// cpu1: the CPU backend capped at one thread (?threads=1), to compare with the pool.
+const BACKENDS = (process.env.BENCH_BACKENDS ?? 'webgpu,cpu,cpu1').split(',');
 
-async function measure(browser, server, backend, count) {
+async function measure(browser, server, name, count) {
   const { context, page } = await openPage(browser, server);
   try {
+    const backend = name === 'cpu1' ? 'cpu&threads=1' : name;
     const url = `${server.url}?backend=${backend}&count=${count}&digit=-1&sampler=ddim&steps=1000&seed=1&autostart`;
     // Record from the very start: on the CPU a step takes milliseconds.
     await page.addInitScript((steps) => {
@@ -37,6 +40,7 @@ async function measure(browser, server, backend, count) {
       navigation_to_first_step_ms: result.firstFrameMs,
       warm_up_ms: await page.evaluate(() => window.gendi.warmUpMs),
       adapter: await page.evaluate(() => window.gendi.adapter),
+      threads: await page.evaluate(() => window.gendi.threads),
     };
   } finally {
     await context.close();
@@ -59,16 +63,21 @@ try {
       report[`${backend}_warm_up_ms_b${count}`] = r.warm_up_ms;
       if (count === 16) report[`${backend}_navigation_to_first_step_ms`] = r.navigation_to_first_step_ms;
       report[`${backend}_adapter`] = r.adapter;
+      report[`${backend}_threads`] = r.threads;
     }
   }
-  const pkg = join(WWW, 'pkg');
-  const wasm = join(pkg, 'gendi_bg.wasm');
-  const js = [join(pkg, 'gendi.js'), join(WWW, 'main.js'), join(WWW, 'worker.js'), join(WWW, 'index.html'), join(WWW, 'style.css')];
+  // A first visit loads one of the two modules: pkg/ (WebGPU, or the CPU on one thread) or
+  // pkg-threads/ (the CPU on every core, with wasm-bindgen-rayon's worker script).
+  const page = [join(WWW, 'main.js'), join(WWW, 'worker.js'), join(WWW, 'index.html'), join(WWW, 'style.css')];
+  const jsOf = (dir) => readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.js')).map((f) => join(dir, f));
   const weights = readdirSync(join(WWW, 'weights')).map((f) => join(WWW, 'weights', f));
-  report.gzip_bytes_wasm = gzipped([wasm]);
-  report.gzip_bytes_js_html_css = gzipped(js);
+  report.gzip_bytes_wasm = gzipped([join(WWW, 'pkg', 'gendi_bg.wasm')]);
+  report.gzip_bytes_wasm_threads = gzipped([join(WWW, 'pkg-threads', 'gendi_bg.wasm')]);
+  report.gzip_bytes_js_html_css = gzipped([...page, ...jsOf(join(WWW, 'pkg'))]);
+  report.gzip_bytes_js_html_css_threads = gzipped([...page, ...jsOf(join(WWW, 'pkg-threads'))]);
   report.gzip_bytes_weights = gzipped(weights);
   report.gzip_bytes_total = report.gzip_bytes_wasm + report.gzip_bytes_js_html_css + report.gzip_bytes_weights;
+  report.gzip_bytes_total_threads = report.gzip_bytes_wasm_threads + report.gzip_bytes_js_html_css_threads + report.gzip_bytes_weights;
   console.log(JSON.stringify(report, null, 2));
 } finally {
   await browser.close();

@@ -22,15 +22,25 @@ const MIME = {
   '.json': 'application/json', '.wasm': 'application/wasm', '.bpk': 'application/octet-stream', '.png': 'image/png',
 };
 
-/** Serves www/ on 127.0.0.1 at a free port. Resolves to { url, close }. */
-export function serveWww() {
+// The headers that make the page cross-origin isolated, as ./build.sh serves it: the CPU backend
+// then runs on a pool of Web Workers.
+const ISOLATION = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
+
+/**
+ * Serves www/ on 127.0.0.1 at a free port, cross-origin isolated unless `isolated` is false (a
+ * static host without the headers). Resolves to { url, close }.
+ */
+export function serveWww({ isolated = true } = {}) {
   const server = createServer(async (req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
     let file = join(WWW, path);
     try {
       if ((await stat(file)).isDirectory()) file = join(file, 'index.html');
       const body = await readFile(file);
-      res.writeHead(200, { 'Content-Type': MIME[extname(file)] ?? 'application/octet-stream', 'Cache-Control': 'no-cache' });
+      res.writeHead(200, {
+        'Content-Type': MIME[extname(file)] ?? 'application/octet-stream', 'Cache-Control': 'no-cache',
+        ...(isolated ? ISOLATION : {}),
+      });
       res.end(body);
     } catch {
       res.writeHead(404, { 'Content-Type': 'text/plain' });

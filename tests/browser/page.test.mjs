@@ -34,9 +34,9 @@ after(async () => {
   await server?.close();
 });
 
-function query(backend) {
-  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: PAGE_DIGIT[RUN.digit] ?? RUN.digit, sampler: RUN.sampler, steps: RUN.steps });
-  return `${server.url}?${p}`;
+function query(backend, extra = {}, url = server.url) {
+  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: PAGE_DIGIT[RUN.digit] ?? RUN.digit, sampler: RUN.sampler, steps: RUN.steps, ...extra });
+  return `${url}?${p}`;
 }
 
 // Runs STEPS_CHECKED steps; returns, per step, what the canvas showed and the raw x_t.
@@ -77,6 +77,12 @@ for (const backend of ['webgpu', 'cpu']) {
       assert.equal(info.backend, backend);
       assert.ok(info.adapter.length > 0, 'the adapter name is shown');
       assert.equal(await page.textContent('#stat-backend'), backend === 'webgpu' ? 'WebGPU' : 'CPU');
+      if (backend === 'cpu') {
+        // The server sends the isolation headers: the CPU backend runs on every core.
+        const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+        assert.equal(await page.evaluate(() => window.gendi.threads), cores);
+        assert.match(info.adapter, cores > 1 ? new RegExp(`${cores} threads`) : /1 thread/);
+      }
 
       const frames = await runSteps(page);
       assert.deepEqual(frames.map((f) => f.t), reference.timesteps.slice(0, STEPS_CHECKED));
@@ -209,6 +215,39 @@ test('?weights= loads another directory beside the page, and nothing else', { ti
     assert.deepEqual(external, [], 'nothing was fetched from outside the test server');
   } finally {
     await context.close();
+  }
+});
+
+test('the CPU backend gives exactly the same x_t on one thread (?threads=1) as on every core', { timeout: 300_000 }, async () => {
+  assert.ok(results.cpu, 'the CPU backend test ran');
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    await page.goto(query('cpu', { threads: 1 }));
+    assert.equal(await waitLoaded(page), 'ready');
+    assert.equal(await page.evaluate(() => window.gendi.threads), 1);
+    const frames = await runSteps(page);
+    frames.forEach((frame, i) => assert.deepEqual(frame.xt, results.cpu[i].xt, `step ${i + 1} differs`));
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
+test('a server without the isolation headers: the CPU backend runs on one thread and the page says why', { timeout: 300_000 }, async () => {
+  const plain = await serveWww({ isolated: false });
+  const { context, page, consoleErrors } = await openPage(browser, plain);
+  try {
+    await page.goto(query('cpu', {}, plain.url));
+    assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
+    assert.equal(await page.evaluate(() => window.gendi.threads), 1);
+    assert.ok(await page.isVisible('#notice'));
+    assert.match(await page.textContent('#notice'), /one thread.*cross-origin isolated/);
+    const frames = await runSteps(page);
+    frames.forEach((frame, i) => assert.deepEqual(frame.xt, results.cpu[i].xt, `step ${i + 1} differs`));
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+    await plain.close();
   }
 });
 
@@ -535,12 +574,16 @@ test('a worker whose WebAssembly module crashed is started again by Retry', { ti
   try {
     // With self.__crashNext set, the next start() traps the way a panicking wasm module does:
     // the panic hook's message on console.error, then a RuntimeError ("unreachable").
-    await patchWorker(page, `import { Denoiser as PatchedDenoiser } from './pkg/gendi.js';
-const realStart = PatchedDenoiser.prototype.start;
-PatchedDenoiser.prototype.start = function (...args) {
-  if (self.__crashNext) { console.error('panicked at src/web.rs: a test crash'); throw new WebAssembly.RuntimeError('unreachable'); }
-  return realStart.apply(this, args);
-};
+    // Both modules are patched: the CPU backend runs from pkg-threads/ on this isolated server.
+    await patchWorker(page, `import { Denoiser as Single } from './pkg/gendi.js';
+import { Denoiser as Pooled } from './pkg-threads/gendi.js';
+for (const PatchedDenoiser of [Single, Pooled]) {
+  const realStart = PatchedDenoiser.prototype.start;
+  PatchedDenoiser.prototype.start = function (...args) {
+    if (self.__crashNext) { console.error('panicked at src/web.rs: a test crash'); throw new WebAssembly.RuntimeError('unreachable'); }
+    return realStart.apply(this, args);
+  };
+}
 `);
     await page.goto(`${server.url}?backend=cpu&count=1&steps=5`);
     assert.equal(await waitLoaded(page), 'ready');
