@@ -114,9 +114,10 @@ bind_wasm() {
   say "$out/gendi_bg.wasm: $(stat -c %s "$out/gendi_bg.wasm") bytes, $(gzip -9 -c "$out/gendi_bg.wasm" | wc -c) gzipped"
 }
 
-# Two modules from one crate: www/pkg (WebGPU + the CPU backend on one thread: loads anywhere)
-# and www/pkg-threads (the CPU backend only, on a pool of Web Workers: needs a cross-origin
-# isolated page, which the worker checks before it picks this one).
+# Three modules from one crate: www/pkg (WebGPU), www/pkg-cpu (the CPU backend on one thread:
+# loads anywhere) and www/pkg-threads (the CPU backend on a pool of Web Workers: needs a
+# cross-origin isolated page, which the worker checks before it picks this one). The CPU modules
+# leave WebGPU out: with it compiled in, the CPU path measured 4-5x slower (README).
 build_wasm() {
   local version; version="$(wasm_bindgen_version)"
   [ -n "$version" ] || die "wasm-bindgen is not in Cargo.lock"
@@ -125,11 +126,15 @@ build_wasm() {
     cargo install --quiet wasm-bindgen-cli --version "$version"
   fi
   local out=wasm32-unknown-unknown/wasm-release/gendi.wasm
-  say "building the wasm module (WebGPU + CPU, one thread)"
+  say "building the WebGPU module"
   # SIMD128 for burn-flex's CPU kernels in the browser (every current browser has it).
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
     cargo_wasm "$WASM_TARGET_DIR" --no-default-features --features wgpu
   bind_wasm "$WASM_TARGET_DIR/$out" www/pkg
+  say "building the single-threaded CPU module"
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+    cargo_wasm "$WASM_TARGET_DIR" --no-default-features
+  bind_wasm "$WASM_TARGET_DIR/$out" www/pkg-cpu
   say "building the multithreaded CPU module (atomics, shared memory)"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals" \
     BUILD_STD=1 cargo_wasm "$WASM_THREADS_TARGET_DIR" --no-default-features --features wasm-threads
@@ -137,9 +142,12 @@ build_wasm() {
 }
 
 wasm_is_stale() {
-  [ -f www/pkg/gendi_bg.wasm ] && [ -f www/pkg-threads/gendi_bg.wasm ] || return 0
-  [ -n "$(find src Cargo.toml Cargo.lock build.rs -newer www/pkg/gendi_bg.wasm -print -quit)" ] ||
-    [ -n "$(find src Cargo.toml Cargo.lock build.rs -newer www/pkg-threads/gendi_bg.wasm -print -quit)" ]
+  local pkg
+  for pkg in pkg pkg-cpu pkg-threads; do
+    [ -f "www/$pkg/gendi_bg.wasm" ] || return 0
+    [ -z "$(find src Cargo.toml Cargo.lock build.rs -newer "www/$pkg/gendi_bg.wasm" -print -quit)" ] || return 0
+  done
+  return 1
 }
 
 setup() {

@@ -1,9 +1,10 @@
 // Runs the WebAssembly model off the main thread: loads and verifies the weights, then streams
 // one message per reverse step. The page stays responsive however slow a step is.
 
-// Two builds of one crate: pkg/ has WebGPU and runs the CPU backend on one thread; pkg-threads/
-// runs the CPU backend on a pool of Web Workers sharing its memory, which browsers allow only in
-// a cross-origin isolated page (the COOP and COEP headers; see README).
+// Three builds of one crate: pkg/ runs WebGPU; pkg-cpu/ runs the CPU backend on one thread;
+// pkg-threads/ runs it on a pool of Web Workers sharing its memory, which browsers allow only in
+// a cross-origin isolated page (the COOP and COEP headers; see README). The CPU modules leave
+// WebGPU out: compiled in, it made the CPU path 4-5x slower.
 let wasm = null;
 // Why the CPU backend runs on one thread although the page asked for more, if it does.
 let threadsNote = null;
@@ -11,8 +12,7 @@ let threadsNote = null;
 async function loadModule(backend, threads) {
   const cores = Math.max(1, navigator.hardwareConcurrency || 1);
   const wanted = threads > 0 ? Math.min(threads, cores) : cores;
-  // Isolated, the CPU backend always runs from pkg-threads/, one thread included: that module is
-  // also the smaller download, and it measured faster than pkg/ at one thread (README).
+  // Isolated, the CPU backend always runs from pkg-threads/, one thread included.
   if (backend === 'cpu' && self.crossOriginIsolated === true) {
     try {
       const module = await import('./pkg-threads/gendi.js');
@@ -23,7 +23,7 @@ async function loadModule(backend, threads) {
       threadsNote = `The multithreaded CPU module failed to start (${e.message}), so the CPU backend runs on one thread.`;
     }
   }
-  const module = await import('./pkg/gendi.js');
+  const module = await import(backend === 'cpu' ? './pkg-cpu/gendi.js' : './pkg/gendi.js');
   await module.default();
   return module;
 }

@@ -66,17 +66,20 @@ try {
       report[`${backend}_threads`] = r.threads;
     }
   }
-  // A first visit loads one of the two modules: pkg/ (WebGPU, or the CPU on one thread) or
+  // A first visit loads one of three modules: pkg/ (WebGPU), pkg-cpu/ (the CPU on one thread) or
   // pkg-threads/ (the CPU on every core, with wasm-bindgen-rayon's worker script).
   const page = [join(WWW, 'main.js'), join(WWW, 'worker.js'), join(WWW, 'index.html'), join(WWW, 'style.css')];
   const jsOf = (dir) => readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.js')).map((f) => join(dir, f));
   const weights = readdirSync(join(WWW, 'weights')).map((f) => join(WWW, 'weights', f));
   report.gzip_bytes_wasm = gzipped([join(WWW, 'pkg', 'gendi_bg.wasm')]);
+  report.gzip_bytes_wasm_cpu = gzipped([join(WWW, 'pkg-cpu', 'gendi_bg.wasm')]);
   report.gzip_bytes_wasm_threads = gzipped([join(WWW, 'pkg-threads', 'gendi_bg.wasm')]);
   report.gzip_bytes_js_html_css = gzipped([...page, ...jsOf(join(WWW, 'pkg'))]);
+  report.gzip_bytes_js_html_css_cpu = gzipped([...page, ...jsOf(join(WWW, 'pkg-cpu'))]);
   report.gzip_bytes_js_html_css_threads = gzipped([...page, ...jsOf(join(WWW, 'pkg-threads'))]);
   report.gzip_bytes_weights = gzipped(weights);
   report.gzip_bytes_total = report.gzip_bytes_wasm + report.gzip_bytes_js_html_css + report.gzip_bytes_weights;
+  report.gzip_bytes_total_cpu = report.gzip_bytes_wasm_cpu + report.gzip_bytes_js_html_css_cpu + report.gzip_bytes_weights;
   report.gzip_bytes_total_threads = report.gzip_bytes_wasm_threads + report.gzip_bytes_js_html_css_threads + report.gzip_bytes_weights;
   console.log(JSON.stringify(report, null, 2));
 } finally {

@@ -574,10 +574,11 @@ test('a worker whose WebAssembly module crashed is started again by Retry', { ti
   try {
     // With self.__crashNext set, the next start() traps the way a panicking wasm module does:
     // the panic hook's message on console.error, then a RuntimeError ("unreachable").
-    // Both modules are patched: the CPU backend runs from pkg-threads/ on this isolated server.
-    await patchWorker(page, `import { Denoiser as Single } from './pkg/gendi.js';
+    // Every module is patched: the CPU backend runs from pkg-threads/ on this isolated server.
+    await patchWorker(page, `import { Denoiser as Gpu } from './pkg/gendi.js';
+import { Denoiser as Single } from './pkg-cpu/gendi.js';
 import { Denoiser as Pooled } from './pkg-threads/gendi.js';
-for (const PatchedDenoiser of [Single, Pooled]) {
+for (const PatchedDenoiser of [Gpu, Single, Pooled]) {
   const realStart = PatchedDenoiser.prototype.start;
   PatchedDenoiser.prototype.start = function (...args) {
     if (self.__crashNext) { console.error('panicked at src/web.rs: a test crash'); throw new WebAssembly.RuntimeError('unreachable'); }
