@@ -177,7 +177,7 @@ impl Denoiser {
             #[cfg(not(feature = "wgpu"))]
             "webgpu" => {
                 return Err(JsError::new(
-                    "this is the multithreaded CPU module, built without WebGPU: load pkg/gendi.js for WebGPU",
+                    "this is a CPU module (pkg-cpu or pkg-threads), built without WebGPU: load pkg/gendi.js for WebGPU",
                 ));
             }
             "cpu" => (Device::flex(), cpu_name()),
