@@ -4,8 +4,8 @@
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::store::{BurnpackStore, ModuleRecord, ModuleStore};
-use burn::tensor::quantization::{QuantMode, QuantScheme, QuantValue, ScaleDtype};
-use burn::tensor::{Bytes, DType, Device, FloatDType, Tensor};
+use burn::tensor::quantization::{QuantMode, QuantScheme, QuantValue, QuantizedBytes, ScaleDtype};
+use burn::tensor::{Bytes, DType, Device, FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -49,9 +49,9 @@ pub enum StoredDType {
     F32,
     /// Half precision: half the download, outputs within ~1e-3 of the f32 weights.
     F16,
-    /// 8-bit integers with one f32 scale per row (per output channel of a convolution),
-    /// symmetric, in burn's quantized format (Q8F, per-block scales); vectors (biases, norms) in
-    /// f16. A quarter of the f32 download.
+    /// 8-bit integers with one f32 scale per block of a row (a quarter of an output channel's
+    /// kernel when GENDI writes them), symmetric, in burn's quantized format (Q8F, per-block
+    /// scales); vectors, embeddings and the full-resolution layers in f16. Half the f16 download.
     Int8,
 }
 
@@ -199,46 +199,39 @@ pub fn load_model(
 }
 
 /// Builds the network of `config` and loads burnpack `bytes` into it, with no manifest checks.
-/// Stored f16 parameters are widened to the network's f32 as they load; 8-bit ones are loaded
-/// on the CPU, dequantized there and moved to `device`.
+/// The parameters load on the CPU as stored, are widened to the network's f32 there (8-bit ones
+/// dequantized), then move to `device`. Loaded as stored, the network's initial parameters are
+/// never drawn: asking burn to cast to the module's dtype instead reads each initial parameter
+/// first, and drawing them took most of the page's load time in wasm.
 pub fn model_from_bytes(
     config: &UNetConfig,
     bytes: &[u8],
     device: &Device,
 ) -> Result<UNet, WeightsError> {
-    let record_error = |e: &dyn std::fmt::Display| WeightsError::Record(e.to_string());
-    let quantized = stored_quantized(bytes)?;
+    check_stored_dtypes(bytes)?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
-        .map_err(|e| record_error(&e))?;
-    if !quantized {
-        return config
-            .init(device)
-            .try_load_record(record.cast_to_module_dtype())
-            .map_err(|e| record_error(&e));
-    }
+        .map_err(|e| WeightsError::Record(e.to_string()))?;
     let model = config
         .init(&Device::flex())
         .try_load_record(record)
-        .map_err(|e| record_error(&e))?
+        .map_err(|e| WeightsError::Record(e.to_string()))?
         .map(&mut Widen);
     Ok(model.to_device(device))
 }
 
-/// Whether any parameter in the burnpack `bytes` is 8-bit; refuses every storage type but f32,
-/// f16 and GENDI's 8-bit scheme before burn sees the tensors (it panics on some).
-fn stored_quantized(bytes: &[u8]) -> Result<bool, WeightsError> {
+/// Refuses every storage type but f32, f16 and GENDI's 8-bit scheme before burn sees the
+/// tensors (it panics on some), and any tensor whose byte length does not fit its shape.
+fn check_stored_dtypes(bytes: &[u8]) -> Result<(), WeightsError> {
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes.to_vec())));
     let tensors = store
         .get_all_tensors()
         .map_err(|e| WeightsError::Record(e.to_string()))?;
-    let mut quantized = false;
     for (name, tensor) in tensors {
         let values: usize = tensor.shape.iter().product();
         let expected = match tensor.dtype {
             DType::F32 => values * 4,
             DType::F16 => values * 2,
             DType::QFloat(scheme) if is_int8_scheme(&scheme, &tensor.shape) => {
-                quantized = true;
                 // Four 8-bit values per u32, then one f32 scale per block.
                 let blocks: usize = scheme
                     .block_size()
@@ -248,7 +241,7 @@ fn stored_quantized(bytes: &[u8]) -> Result<bool, WeightsError> {
             other => {
                 return Err(WeightsError::Record(format!(
                     "{name} is stored as {other:?}; GENDI reads f32, f16 and 8-bit weights \
-                     (Q8F, symmetric, f32 scales per row)"
+                     (Q8F, symmetric, f32 scales per block of a row)"
                 )));
             }
         };
@@ -261,7 +254,7 @@ fn stored_quantized(bytes: &[u8]) -> Result<bool, WeightsError> {
             )));
         }
     }
-    Ok(quantized)
+    Ok(())
 }
 
 /// GENDI's 8-bit scheme for a parameter of `shape`: Q8F, symmetric, f32 scales per block of
@@ -293,16 +286,59 @@ fn int8_block(dims: &[usize]) -> Vec<u8> {
         .collect()
 }
 
-/// Stores matrices and kernels as GENDI's 8-bit scheme; vectors, and the kernels with one image
-/// channel in or out (the first and last convolutions, whose rounding reaches every feature or
-/// the prediction itself, for 2 × 288 values), as f16.
-struct Quantize;
+/// Stores matrices and kernels as GENDI's 8-bit scheme, except where 8 bits cost the most quality for the least size, which stays f16:
+/// - vectors (biases, norms);
+/// - the modules at full resolution ([`UNet::full_resolution_modules`], 7% of the parameters
+///   of the shipped model): rounded to 8 bits, the skip and second convolution of the last
+///   block alone moved sampled digits further than every other layer together;
+/// - embedding tables, whose rows go into the network as they are.
+struct Quantize {
+    full_resolution: Vec<String>,
+    /// The module path down to the parameter being mapped, and each module's type.
+    path: Vec<(String, String)>,
+}
+
+impl Quantize {
+    fn for_model(model: &UNet) -> Self {
+        Self {
+            full_resolution: model.full_resolution_modules(),
+            path: Vec::new(),
+        }
+    }
+
+    fn keeps_f16(&self, dims: &[usize]) -> bool {
+        let path = self
+            .path
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(".");
+        dims.len() < 2
+            || self
+                .path
+                .iter()
+                .any(|(_, kind)| kind.ends_with(":Embedding"))
+            || self
+                .full_resolution
+                .iter()
+                .any(|module| path == *module || path.starts_with(&format!("{module}.")))
+    }
+}
 
 impl ModuleMapper for Quantize {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         param.map(|tensor| {
             let dims = tensor.dims();
-            if D < 2 || (D == 4 && (dims[0] == 1 || dims[1] == 1)) {
+            if self.keeps_f16(&dims) {
                 return tensor.cast(FloatDType::F16);
             }
             let scheme = QuantScheme::default()
@@ -320,10 +356,53 @@ struct Widen;
 impl ModuleMapper for Widen {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         param.map(|tensor| match tensor.dtype() {
-            DType::QFloat(_) => tensor.dequantize(),
+            DType::QFloat(scheme) => match block_run(&scheme, &tensor.dims()) {
+                Some(run) => dequantized(tensor, run),
+                None => tensor.dequantize(),
+            },
             _ => tensor.cast(FloatDType::F32),
         })
     }
+}
+
+/// The length of one block of an 8-bit `scheme` over `shape` when every block is one run of
+/// consecutive values (its extent equals the shape's in every dimension but its first), as
+/// GENDI's blocks are.
+fn block_run(scheme: &QuantScheme, shape: &[usize]) -> Option<usize> {
+    let block = scheme.block_size()?;
+    let block = block.as_slice();
+    let trailing = &shape[shape.len().checked_sub(block.len())?..];
+    let runs = block[1..]
+        .iter()
+        .zip(&trailing[1..])
+        .all(|(&b, &d)| b as usize == d);
+    runs.then(|| block.iter().map(|&b| b as usize).product())
+}
+
+/// An 8-bit tensor whose blocks are runs of `run` values, widened to f32: each value times its
+/// block's scale, in one pass. burn's general `dequantize` finds every value's block by a
+/// division per dimension, which took most of the page's load time for 8-bit weights in wasm.
+fn dequantized<const D: usize>(tensor: Tensor<D>, run: usize) -> Tensor<D> {
+    let device = tensor.device();
+    let (bytes, shape, dtype) = tensor.into_data().into_parts();
+    let DType::QFloat(scheme) = dtype else {
+        unreachable!("called on 8-bit tensors only")
+    };
+    let (values, scales) = QuantizedBytes {
+        bytes,
+        scheme,
+        shape: shape.clone(),
+    }
+    .into_vec_i8();
+    let widened: Vec<f32> = values
+        .chunks(run)
+        .zip(&scales.block)
+        .flat_map(|(block, &scale)| {
+            let scale = scale * scales.global.unwrap_or(1.0);
+            block.iter().map(move |&q| q as f32 * scale)
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(widened, shape), &device)
 }
 
 /// The parameters of `model` as burnpack bytes, in f32.
@@ -336,7 +415,7 @@ pub fn model_to_bytes_as(model: &UNet, dtype: StoredDType) -> Result<Vec<u8>, We
     let model = match dtype {
         StoredDType::F32 => model.clone(),
         StoredDType::F16 => model.clone().map(&mut CastParams(FloatDType::F16)),
-        StoredDType::Int8 => model.clone().map(&mut Quantize),
+        StoredDType::Int8 => model.clone().map(&mut Quantize::for_model(model)),
     };
     let bytes = model
         .into_record()
@@ -353,7 +432,10 @@ pub fn rounded_to(model: &UNet, dtype: StoredDType) -> UNet {
             .clone()
             .map(&mut CastParams(FloatDType::F16))
             .map(&mut CastParams(FloatDType::F32)),
-        StoredDType::Int8 => model.clone().map(&mut Quantize).map(&mut Widen),
+        StoredDType::Int8 => model
+            .clone()
+            .map(&mut Quantize::for_model(model))
+            .map(&mut Widen),
     }
 }
 

@@ -230,9 +230,12 @@ function startWorker(backend) {
     showError(`The WebAssembly worker failed to start: ${event.message || 'see the browser console'}. ` +
       'Was ./build.sh run, so that www/pkg/ exists?', [['Retry', () => startWorker(currentBackend)]]);
   };
-  // The warm-up runs the batch the current settings will: the digits, twice with guidance.
+  // On WebGPU the warm-up runs the batch the current settings will (the digits, twice with
+  // guidance): its shaders are compiled for those shapes. The CPU has nothing to compile; one
+  // image is enough to bring the browser's optimising compiler to the hot loops, where the full
+  // batch would delay the first step by a whole step's time.
   const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
-  const warmBatch = Number(ui.digit.value) === -1 ? count : 2 * count;
+  const warmBatch = backend === 'cpu' ? 1 : Number(ui.digit.value) === -1 ? count : 2 * count;
   worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR, warmBatch, threads: THREADS });
 }
 
@@ -247,8 +250,10 @@ const handlers = {
     $('load-label').textContent = backend === 'webgpu' ? 'Preparing the GPU (compiling shaders)…' : 'Preparing…';
     $('load-progress').removeAttribute('value');
   },
-  ready({ backend, adapter, info, warmUpMs, threads, isolated, threadsNote }) {
+  ready({ backend, adapter, info, warmUpMs, phases, threads, isolated, threadsNote }) {
     gendi.backend = backend; gendi.T = info.timesteps; gendi.warmUpMs = warmUpMs; gendi.threads = threads;
+    // Each loading phase's end in ms since navigation, like the page's own clock.
+    gendi.loadPhases = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, v - performance.timeOrigin]));
     if (backend === 'cpu' && !isolated && (navigator.hardwareConcurrency || 1) > 1) {
       const oneThread = 'The CPU backend runs on one thread: this server does not make the page cross-origin ' +
         'isolated (the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers; see the README).';

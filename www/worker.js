@@ -9,23 +9,29 @@ let wasm = null;
 // Why the CPU backend runs on one thread although the page asked for more, if it does.
 let threadsNote = null;
 
+// A module's JS glue and its wasm, fetched side by side rather than one after the other.
+async function importModule(dir) {
+  const wasmResponse = fetch(`./${dir}/gendi_bg.wasm`);
+  wasmResponse.catch(() => {}); // reported by the module's init below
+  const module = await import(`./${dir}/gendi.js`);
+  await module.default({ module_or_path: wasmResponse });
+  return module;
+}
+
 async function loadModule(backend, threads) {
   const cores = Math.max(1, navigator.hardwareConcurrency || 1);
   const wanted = threads > 0 ? Math.min(threads, cores) : cores;
   // Isolated, the CPU backend always runs from pkg-threads/, one thread included.
   if (backend === 'cpu' && self.crossOriginIsolated === true) {
     try {
-      const module = await import('./pkg-threads/gendi.js');
-      await module.default();
+      const module = await importModule('pkg-threads');
       await module.initThreadPool(wanted);
       return module;
     } catch (e) {
       threadsNote = `The multithreaded CPU module failed to start (${e.message}), so the CPU backend runs on one thread.`;
     }
   }
-  const module = await import(backend === 'cpu' ? './pkg-cpu/gendi.js' : './pkg/gendi.js');
-  await module.default();
-  return module;
+  return importModule(backend === 'cpu' ? 'pkg-cpu' : 'pkg');
 }
 
 const CACHE = 'gendi-weights';
@@ -100,19 +106,48 @@ async function loadWeights(manifestUrl, info) {
   };
 }
 
+// The weights entry of a manifest as plain JSON, before the module can check it, so that the
+// download starts while the module compiles; only a bare file name beside the manifest, a
+// SHA-256 and a length qualify. Whatever is used is checked again by the module (checkManifest,
+// then the weights' length and hash in Denoiser.create).
+function earlyWeightsEntry(manifestText) {
+  try {
+    const { file, sha256, bytes } = JSON.parse(manifestText).weights;
+    const plain = /^[A-Za-z0-9._-]+$/.test(file) && !file.startsWith('.') && /^[0-9a-f]{64}$/.test(sha256);
+    return plain && Number.isSafeInteger(bytes) && bytes > 0 ? { file, sha256, bytes } : null;
+  } catch {
+    return null;
+  }
+}
+
+// When each phase of loading ended (ms since the epoch: the page's clock starts elsewhere).
+const now = () => performance.timeOrigin + performance.now();
+const phases = { worker_started: now() };
+
 async function load({ backend, base, weightsDir, warmBatch, threads }) {
   denoiser = null;
-  wasm ??= await loadModule(backend, threads);
-  const { Denoiser, checkManifest, formatVersion } = wasm;
   const manifestUrl = new URL(`${weightsDir}/manifest.json`, base).href;
-  const manifestText = await (await fetchOk(manifestUrl, 'the model manifest')).text();
+  const download = fetchOk(manifestUrl, 'the model manifest').then(async (response) => {
+    const text = await response.text();
+    const early = earlyWeightsEntry(text);
+    const weights = early && loadWeights(manifestUrl, early);
+    weights?.catch(() => {}); // reported below, if these turn out to be the weights to use
+    return { text, early, weights };
+  });
+  download.catch(() => {}); // reported below, after any error of the module itself
+  wasm ??= await loadModule(backend, threads);
+  phases.module = now();
+  const { Denoiser, checkManifest, formatVersion } = wasm;
+  const { text: manifestText, early, weights: earlyWeights } = await download;
   let info;
   try {
     info = checkManifest(manifestText);
   } catch (e) {
     throw new Error(`${manifestUrl}: ${e.message} (this page reads format version ${formatVersion()})`);
   }
-  let weights = await loadWeights(manifestUrl, info);
+  const same = early && ['file', 'sha256', 'bytes'].every((key) => early[key] === info[key]);
+  let weights = await (same ? earlyWeights : loadWeights(manifestUrl, info));
+  phases.weights = now();
   try {
     denoiser = await Denoiser.create(manifestText, weights.bytes, backend);
   } catch (e) {
@@ -122,12 +157,15 @@ async function load({ backend, base, weightsDir, warmBatch, threads }) {
     weights = await loadWeights(manifestUrl, info);
     denoiser = await Denoiser.create(manifestText, weights.bytes, backend);
   }
-  if (weights.remember) await weights.remember();
+  phases.model = now();
+  // Stored for the next visit while the page gets going: not awaited.
+  weights.remember?.();
   // One step's worth of work before the page says ready: shaders compile now, not on step 1.
   post({ type: 'warming', backend: denoiser.backend });
   const warmUpMs = await denoiser.warmUp(warmBatch);
+  phases.warm_up = now();
   post({
-    type: 'ready', warmUpMs, backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache,
+    type: 'ready', warmUpMs, phases: { ...phases }, backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache,
     threads: wasm.threads(), isolated: self.crossOriginIsolated === true, threadsNote,
   });
 }

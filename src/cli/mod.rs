@@ -221,8 +221,8 @@ pub struct ExportArgs {
     /// Store the weights in f32 instead of f16 (twice the download, no rounding).
     #[arg(long)]
     f32: bool,
-    /// Store the weights in 8 bits (one f32 scale per row, vectors in f16): half the f16
-    /// download; check the result with `gendi eval`.
+    /// Store the weights in 8 bits (one f32 scale per row; vectors, embeddings and the
+    /// full-resolution layers in f16): about half the f16 download; check with `gendi eval`.
     #[arg(long, conflicts_with = "f32")]
     int8: bool,
 }

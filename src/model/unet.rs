@@ -455,4 +455,20 @@ impl UNet {
     pub fn num_classes(&self) -> usize {
         self.num_classes
     }
+
+    /// The modules that work at the image's full resolution, as their parameters' paths begin
+    /// (`down.0.blocks.0.conv1.weight`): the first and last convolutions, the first level down
+    /// and the last level up.
+    pub fn full_resolution_modules(&self) -> Vec<String> {
+        let last_up = self.up.len().saturating_sub(1);
+        [
+            "conv_in",
+            "down.0",
+            &format!("up.{last_up}"),
+            "norm_out",
+            "conv_out",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
 }

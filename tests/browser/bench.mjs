@@ -39,6 +39,7 @@ async function measure(browser, server, name, count) {
       first_step_ms: result.ms[0],
       navigation_to_first_step_ms: result.firstFrameMs,
       warm_up_ms: await page.evaluate(() => window.gendi.warmUpMs),
+      load_phases_ms: await page.evaluate(() => window.gendi.loadPhases),
       adapter: await page.evaluate(() => window.gendi.adapter),
       threads: await page.evaluate(() => window.gendi.threads),
     };
@@ -61,7 +62,13 @@ try {
       report[`${backend}_ms_per_step_b${count}`] = r.ms_per_step;
       report[`${backend}_first_step_ms_b${count}`] = r.first_step_ms;
       report[`${backend}_warm_up_ms_b${count}`] = r.warm_up_ms;
-      if (count === 16) report[`${backend}_navigation_to_first_step_ms`] = r.navigation_to_first_step_ms;
+      if (count === 16) {
+        report[`${backend}_navigation_to_first_step_ms`] = r.navigation_to_first_step_ms;
+        // Milliseconds from navigation to the end of each loading phase: worker_started, module
+        // (wasm compiled and, isolated, its thread pool started), weights (downloaded meanwhile),
+        // model (built), warm_up.
+        report[`${backend}_load_phases_ms`] = r.load_phases_ms;
+      }
       report[`${backend}_adapter`] = r.adapter;
       report[`${backend}_threads`] = r.threads;
     }
