@@ -200,9 +200,10 @@ pub fn load_model(
 
 /// Builds the network of `config` and loads burnpack `bytes` into it, with no manifest checks.
 /// The parameters load on the CPU as stored, are widened to the network's f32 there (8-bit ones
-/// dequantized), then move to `device`. Loaded as stored, the network's initial parameters are
-/// never drawn: asking burn to cast to the module's dtype instead reads each initial parameter
-/// first, and drawing them took most of the page's load time in wasm.
+/// dequantized), then move to `device` (tracked for gradients if it is an autodiff device).
+/// Loaded as stored, the network's initial parameters are never drawn: asking burn to cast to
+/// the module's dtype instead reads each initial parameter first, and drawing them took most of
+/// the page's load time in wasm.
 pub fn model_from_bytes(
     config: &UNetConfig,
     bytes: &[u8],
@@ -215,8 +216,24 @@ pub fn model_from_bytes(
         .init(&Device::flex())
         .try_load_record(record)
         .map_err(|e| WeightsError::Record(e.to_string()))?
-        .map(&mut Widen);
-    Ok(model.to_device(device))
+        .map(&mut Widen)
+        .to_device(device);
+    // Moved onto an autodiff device (training resumed from a checkpoint), the parameters are
+    // tracked again, as a network built there would have them.
+    Ok(if device.is_autodiff() {
+        model.map(&mut Track)
+    } else {
+        model
+    })
+}
+
+/// Every parameter tracked for gradients.
+struct Track;
+
+impl ModuleMapper for Track {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|tensor| tensor.autodiff().require_grad())
+    }
 }
 
 /// Refuses every storage type but f32, f16 and GENDI's 8-bit scheme before burn sees the
