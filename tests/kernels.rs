@@ -163,6 +163,16 @@ fn conv3x3_odd_sizes_and_channels_match_burn() {
         stride: 1,
         padding: 0,
     });
+    // Images narrower than one 2×2 output tile of Winograd's F(2×2, 3×3).
+    check(Case {
+        batch: 2,
+        channels_in: 4,
+        channels_out: 6,
+        size: [1, 3],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    });
 }
 
 #[test]
@@ -362,4 +372,45 @@ fn upsample_conv_as_four_phases_matches_conv_of_the_upsampled_image() {
     check_upsample(16, 64, 64, [14, 14]);
     check_upsample(1, 3, 5, [5, 4]);
     check_upsample(3, 2, 7, [1, 1]);
+}
+
+/// Winograd's F(2×2, 3×3) against im2col + GEMM on the same random input, for the shapes
+/// `conv2d_forward` sends it (many tiles) and those it does not (odd sizes, images narrower than
+/// a tile, channel counts that are not multiples of the SIMD width).
+#[test]
+fn winograd_conv3x3_matches_im2col() {
+    use gendi::kernels::conv::{Conv2dShape, conv2d_forward};
+    use gendi::kernels::winograd::conv3x3_forward;
+    let mut rng = gendi::rng::NoiseRng::new(3);
+    for (batch, channels_in, channels_out, height, width) in [
+        (1, 32, 32, 28, 28),
+        (16, 64, 96, 7, 7),
+        (3, 5, 17, 13, 11),
+        (2, 4, 6, 1, 3),
+        (1, 1, 3, 2, 1),
+    ] {
+        let shape = Conv2dShape {
+            batch,
+            channels_in,
+            height,
+            width,
+            channels_out,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [(1, 1), (1, 1)],
+        };
+        let x = rng.normals(batch * channels_in * height * width);
+        let weight = rng.normals(channels_out * channels_in * 9);
+        let bias = rng.normals(channels_out);
+        gendi::kernels::use_winograd(false);
+        let expected = conv2d_forward(&shape, &x, &weight, &bias);
+        gendi::kernels::use_winograd(true);
+        let actual = conv3x3_forward(&shape, &x, &weight, &bias);
+        let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let diff = max_abs_diff(&actual, &expected);
+        assert!(
+            diff <= TOLERANCE * scale,
+            "{shape:?}: max |difference| {diff} of {scale}"
+        );
+    }
 }

@@ -238,7 +238,8 @@ pub struct BenchArgs {
     /// Timed sampling steps per batch size.
     #[arg(long, default_value_t = 20)]
     sample_steps: usize,
-    /// CPU kernels to time: GENDI's own (src/kernels/) or burn-flex's ops, for comparison.
+    /// CPU kernels to time: GENDI's own (src/kernels/), GENDI's with every convolution as
+    /// im2col + GEMM (no Winograd), or burn-flex's ops, for comparison.
     #[arg(long, value_enum, default_value_t = Kernels::Gendi)]
     kernels: Kernels,
     #[command(flatten)]
@@ -248,6 +249,7 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kernels {
     Gendi,
+    Im2col,
     Burn,
 }
 
@@ -339,7 +341,8 @@ pub fn run_export(args: ExportArgs) -> Result<(), String> {
 pub fn run_bench(args: BenchArgs) -> Result<(), String> {
     let device = args.device.device.device()?;
     let name = format!("{:?}", args.device.device).to_lowercase();
-    gendi::kernels::use_gendi_kernels(args.kernels == Kernels::Gendi);
+    gendi::kernels::use_gendi_kernels(args.kernels != Kernels::Burn);
+    gendi::kernels::use_winograd(args.kernels == Kernels::Gendi);
     let report = bench::run(
         &device,
         &name,

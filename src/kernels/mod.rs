@@ -24,6 +24,7 @@ pub use parallel::threads;
 pub mod norm;
 mod parallel;
 pub mod upsample;
+pub mod winograd;
 
 pub use upsample::upsample_conv3x3;
 mod simd;
@@ -105,6 +106,19 @@ impl KernelBackend for burn::backend::Cube {}
 
 std::thread_local! {
     static USE_GENDI_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static USE_WINOGRAD: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Switches the forward of 3×3 stride-1 convolutions called from this thread between Winograd's
+/// F(2×2, 3×3) (the default) and im2col + GEMM, as every other convolution runs: for benchmarks
+/// and tests that compare the two (`gendi bench --kernels im2col`).
+pub fn use_winograd(enabled: bool) {
+    USE_WINOGRAD.with(|flag| flag.set(enabled));
+}
+
+/// Whether 3×3 stride-1 convolutions run by Winograd on this thread (see [`use_winograd`]).
+pub fn winograd_enabled() -> bool {
+    USE_WINOGRAD.with(|flag| flag.get())
 }
 
 /// Switches burn-flex, for ops called from this thread, between this module's kernels (the

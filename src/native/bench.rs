@@ -19,7 +19,7 @@ pub struct BenchReport {
     pub device: String,
     pub parameters: usize,
     pub threads: usize,
-    /// "gendi" (src/kernels/) or "burn" (burn-flex's own ops).
+    /// "gendi" (src/kernels/), "gendi-im2col" (without Winograd) or "burn" (burn-flex's own ops).
     pub kernels: &'static str,
     pub train_batch: usize,
     pub train_steps_timed: usize,
@@ -115,10 +115,12 @@ pub fn run(
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        kernels: if crate::kernels::gendi_kernels_enabled() {
+        kernels: if !crate::kernels::gendi_kernels_enabled() {
+            "burn"
+        } else if crate::kernels::winograd_enabled() {
             "gendi"
         } else {
-            "burn"
+            "gendi-im2col"
         },
         train_batch: batch,
         train_steps_timed: train_steps,
