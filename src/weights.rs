@@ -49,9 +49,10 @@ pub enum StoredDType {
     F32,
     /// Half precision: half the download, outputs within ~1e-3 of the f32 weights.
     F16,
-    /// 8-bit integers with one f32 scale per block of a row (a quarter of an output channel's
-    /// kernel when GENDI writes them), symmetric, in burn's quantized format (Q8F, per-block
-    /// scales); vectors, embeddings and the full-resolution layers in f16. Half the f16 download.
+    /// 8-bit integers with one f32 scale per block of a row (a whole row, one output channel's
+    /// kernel, when GENDI writes them), symmetric, in burn's quantized format (Q8F, per-block
+    /// scales); vectors, embeddings and the full-resolution layers in f16. About half the f16
+    /// download.
     Int8,
 }
 
@@ -303,11 +304,12 @@ fn int8_block(dims: &[usize]) -> Vec<u8> {
         .collect()
 }
 
-/// Stores matrices and kernels as GENDI's 8-bit scheme, except where 8 bits cost the most quality for the least size, which stays f16:
+/// Stores matrices and kernels as GENDI's 8-bit scheme, except where 8 bits cost the most
+/// quality for the least size, which stays f16:
 /// - vectors (biases, norms);
 /// - the modules at full resolution ([`UNet::full_resolution_modules`], 7% of the parameters
-///   of the shipped model): rounded to 8 bits, the skip and second convolution of the last
-///   block alone moved sampled digits further than every other layer together;
+///   of the shipped model): rounded alone, the last block's skip convolution (2,048 values)
+///   moved sampled digits 0.040 RMS, against 0.049–0.059 for every layer rounded at once;
 /// - embedding tables, whose rows go into the network as they are.
 struct Quantize {
     full_resolution: Vec<String>,

@@ -8,7 +8,7 @@ use super::matmul::{MatRef, Threads, gemm};
 use super::{parallel, winograd};
 
 /// Multiply-adds from which one GEMM is split over the threads.
-pub(super) const SPLIT_GEMM_WORK: usize = 1 << 24;
+const SPLIT_GEMM_WORK: usize = 1 << 24;
 
 /// Columns (images × output pixels) one GEMM aims for.
 pub(super) const GEMM_COLUMNS: usize = 784;
@@ -72,11 +72,12 @@ impl Conv2dShape {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [(0, 0), (0, 0)]
     }
 
-    /// Images unrolled side by side into one GEMM: enough for about [`GEMM_COLUMNS`] columns, so
-    /// that the 7×7 and 14×14 levels do not run GEMMs of 49 or 196 columns (mostly packing), but
-    /// never so many that a thread is left without a group.
-    fn images_per_gemm(&self) -> usize {
-        let wanted = GEMM_COLUMNS.div_ceil(self.out_pixels().max(1));
+    /// Images side by side in one GEMM, each giving it `columns_per_image` columns (its output
+    /// pixels here, its 2×2 tiles in `winograd.rs`): enough for about [`GEMM_COLUMNS`] columns,
+    /// so that the 7×7 and 14×14 levels do not run GEMMs of 49 or 196 columns (mostly packing),
+    /// but never so many that a thread is left without a group.
+    pub(super) fn images_per_gemm(&self, columns_per_image: usize) -> usize {
+        let wanted = GEMM_COLUMNS.div_ceil(columns_per_image.max(1));
         let per_thread = self.batch.div_ceil(parallel::threads());
         wanted.min(per_thread).max(1)
     }
@@ -84,7 +85,7 @@ impl Conv2dShape {
     /// Spread the images over the threads; with fewer images than threads, split each GEMM
     /// instead, but only a large one: below ~16M multiply-adds the split costs more than it saves
     /// (batch 1 samples faster on one thread than on two with every GEMM split).
-    fn gemm_threads(&self) -> Threads {
+    pub(super) fn gemm_threads(&self) -> Threads {
         let work = self.channels_out * self.col_rows() * self.out_pixels();
         if self.batch >= parallel::threads() || work < SPLIT_GEMM_WORK {
             Threads::One
@@ -109,7 +110,7 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
         return winograd::conv3x3_forward(shape, x, weight, bias);
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
-    let group = shape.images_per_gemm();
+    let group = shape.images_per_gemm(pixels);
     let threads = shape.gemm_threads();
     let mut output = vec![0f32; shape.batch * shape.out_len()];
     let scratch = || Scratch::new(shape, group);
@@ -221,7 +222,7 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         "conv2d: gradient size"
     );
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
-    let group = shape.images_per_gemm();
+    let group = shape.images_per_gemm(pixels);
     let threads = shape.gemm_threads();
 
     struct Partial {
