@@ -374,31 +374,52 @@ fn upsample_conv_as_four_phases_matches_conv_of_the_upsampled_image() {
     check_upsample(3, 2, 7, [1, 1]);
 }
 
-/// Winograd's F(2×2, 3×3) against im2col + GEMM on the same random input, for the shapes
-/// `conv2d_forward` sends it (many tiles) and those it does not (odd sizes, images narrower than
-/// a tile, channel counts that are not multiples of the SIMD width).
+/// Shapes for Winograd's F(2×2, 3×3): those `conv2d_forward` sends it (many tiles, several
+/// groups of images) and those it does not (odd sizes, images narrower than a tile, channel counts that are not multiples of
+/// the SIMD width).
+const WINOGRAD_SHAPES: [(usize, usize, usize, usize, usize); 7] = [
+    (1, 32, 32, 28, 28),
+    (9, 8, 16, 28, 28),
+    (16, 64, 96, 7, 7),
+    (6, 32, 64, 14, 14),
+    (3, 5, 17, 13, 11),
+    (2, 4, 6, 1, 3),
+    (1, 1, 3, 2, 1),
+];
+
+fn winograd_shape(
+    (batch, channels_in, channels_out, height, width): (usize, usize, usize, usize, usize),
+) -> gendi::kernels::conv::Conv2dShape {
+    gendi::kernels::conv::Conv2dShape {
+        batch,
+        channels_in,
+        height,
+        width,
+        channels_out,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [(1, 1), (1, 1)],
+    }
+}
+
+fn assert_slices_close(what: &str, actual: &[f32], expected: &[f32]) {
+    let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(actual, expected);
+    assert!(
+        diff <= TOLERANCE * scale,
+        "{what}: max |difference| {diff} of {scale}"
+    );
+}
+
+/// Winograd's forward against im2col + GEMM on the same random input.
 #[test]
 fn winograd_conv3x3_matches_im2col() {
-    use gendi::kernels::conv::{Conv2dShape, conv2d_forward};
+    use gendi::kernels::conv::conv2d_forward;
     use gendi::kernels::winograd::conv3x3_forward;
     let mut rng = gendi::rng::NoiseRng::new(3);
-    for (batch, channels_in, channels_out, height, width) in [
-        (1, 32, 32, 28, 28),
-        (16, 64, 96, 7, 7),
-        (3, 5, 17, 13, 11),
-        (2, 4, 6, 1, 3),
-        (1, 1, 3, 2, 1),
-    ] {
-        let shape = Conv2dShape {
-            batch,
-            channels_in,
-            height,
-            width,
-            channels_out,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [(1, 1), (1, 1)],
-        };
+    for dims in WINOGRAD_SHAPES {
+        let shape = winograd_shape(dims);
+        let (batch, channels_in, channels_out, height, width) = dims;
         let x = rng.normals(batch * channels_in * height * width);
         let weight = rng.normals(channels_out * channels_in * 9);
         let bias = rng.normals(channels_out);
@@ -406,11 +427,31 @@ fn winograd_conv3x3_matches_im2col() {
         let expected = conv2d_forward(&shape, &x, &weight, &bias);
         gendi::kernels::use_winograd(true);
         let actual = conv3x3_forward(&shape, &x, &weight, &bias);
-        let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        let diff = max_abs_diff(&actual, &expected);
-        assert!(
-            diff <= TOLERANCE * scale,
-            "{shape:?}: max |difference| {diff} of {scale}"
-        );
+        assert_slices_close(&format!("{shape:?}"), &actual, &expected);
+    }
+}
+
+/// Winograd's three gradients against im2col + GEMM's, for the same random input and output
+/// gradient.
+#[test]
+fn winograd_conv3x3_gradients_match_im2col() {
+    use gendi::kernels::conv::conv2d_backward;
+    use gendi::kernels::winograd::conv3x3_backward;
+    let mut rng = gendi::rng::NoiseRng::new(4);
+    for dims in WINOGRAD_SHAPES {
+        let shape = winograd_shape(dims);
+        let (batch, channels_in, channels_out, height, width) = dims;
+        let x = rng.normals(batch * channels_in * height * width);
+        let weight = rng.normals(channels_out * channels_in * 9);
+        let dy = rng.normals(batch * channels_out * height * width);
+        gendi::kernels::use_winograd(false);
+        let expected = conv2d_backward(&shape, &x, &weight, &dy);
+        gendi::kernels::use_winograd(true);
+        let actual = conv3x3_backward(&shape, &x, &weight, &dy);
+        assert_slices_close(&format!("input gradient {shape:?}"), &actual.x, &expected.x);
+        let what = format!("weight gradient {shape:?}");
+        assert_slices_close(&what, &actual.weight, &expected.weight);
+        let what = format!("bias gradient {shape:?}");
+        assert_slices_close(&what, &actual.bias, &expected.bias);
     }
 }

@@ -2,7 +2,8 @@
 //! one pass over the batch. Each image is unrolled (im2col) into a `[C_in·k_h·k_w, H_out·W_out]`
 //! matrix held in a per-thread buffer, then one GEMM does the work; images are spread over the
 //! threads. 1×1 stride-1 convolutions skip the unrolling: the image already is that matrix.
-//! The forward of 3×3 stride-1 convolutions goes to `winograd.rs` (2.25× fewer multiplications).
+//! 3×3 stride-1 convolutions over enough tiles go to `winograd.rs` (2.25× fewer multiplications),
+//! forward and backward.
 
 use super::matmul::{MatRef, Threads, gemm};
 use super::{parallel, winograd};
@@ -221,6 +222,9 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         shape.batch * shape.out_len(),
         "conv2d: gradient size"
     );
+    if winograd::applies(shape) && super::winograd_enabled() {
+        return winograd::conv3x3_backward(shape, x, weight, dy);
+    }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
     let group = shape.images_per_gemm(pixels);
     let threads = shape.gemm_threads();
@@ -341,7 +345,7 @@ fn from_side_by_side(matrix: &[f32], columns: usize, pixels: usize, images: &mut
     }
 }
 
-fn add_into(sum: &mut [f32], other: &[f32]) {
+pub(super) fn add_into(sum: &mut [f32], other: &[f32]) {
     for (s, o) in sum.iter_mut().zip(other) {
         *s += o;
     }

@@ -4,7 +4,7 @@
 
 /// Runs `body` compiled with the widest vector instructions available.
 #[inline(always)]
-fn vectorized<R>(body: impl FnOnce() -> R) -> R {
+pub(super) fn vectorized<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(not(target_family = "wasm"))]
     {
         pulp::Arch::new().dispatch(body)

@@ -9,9 +9,9 @@
 //! `M[ξ] = U[ξ] · V[ξ]` with U[ξ] `[C_out, C_in]` and V[ξ] `[C_in, tiles]`, one per position ξ
 //! of the 4×4 transformed tile. A group of images shares each GEMM, as in `conv.rs`.
 
-use super::conv::{Conv2dShape, GEMM_COLUMNS};
-use super::matmul::{MatRef, gemm};
-use super::parallel;
+use super::conv::{Conv2dGrads, Conv2dShape, GEMM_COLUMNS, add_into};
+use super::matmul::{MatRef, Threads, gemm};
+use super::{parallel, simd};
 
 /// Positions of a transformed 4×4 tile.
 const XI: usize = 16;
@@ -45,64 +45,257 @@ pub(super) fn applies(shape: &Conv2dShape) -> bool {
 ///   - bias: [channels_out]
 ///   - output: [batch, channels_out, height, width]
 pub fn conv3x3_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
-    assert!(
-        computes(shape),
-        "winograd: not a 3×3 stride-1 padding-1 convolution"
-    );
-    let (cin, cout) = (shape.channels_in, shape.channels_out);
-    let (height, width) = (shape.height, shape.width);
-    let pixels = height * width;
-    assert_eq!(x.len(), shape.batch * cin * pixels, "winograd: input size");
-    assert_eq!(weight.len(), cout * cin * 9, "winograd: weight size");
-    assert_eq!(bias.len(), cout, "winograd: bias size");
-    let planes = Planes::new(height, width);
-    let tiles = planes.tiles();
-    let u = transformed_weights(weight, cout, cin);
-    let group = shape.images_per_gemm(tiles);
-    let threads = shape.gemm_threads();
-    let out_len = cout * pixels;
-    let mut output = vec![0f32; shape.batch * out_len];
-    let scratch = || {
-        let columns = group * tiles;
-        (
-            parallel::Scratch::new(XI * cin * columns),
-            parallel::Scratch::new(XI * cout * columns),
-            planes.clone(),
-        )
-    };
+    let plan = Plan::new(shape);
+    assert_eq!(x.len(), plan.in_len * shape.batch, "winograd: input size");
+    assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
+    assert_eq!(bias.len(), shape.channels_out, "winograd: bias size");
+    let u = transformed_weights(weight, shape.channels_out, shape.channels_in);
+    let mut output = vec![0f32; shape.batch * plan.out_len];
     parallel::for_each_chunk(
         &mut output,
-        group * out_len,
-        scratch,
-        |(v, m, planes), g, out| {
-            let images = out.len() / out_len;
-            let columns = images * tiles;
-            let first = g * group;
-            let x = &x[first * cin * pixels..(first + images) * cin * pixels];
-            let v = &mut v[..XI * cin * columns];
-            let m = &mut m[..XI * cout * columns];
-            for (i, image) in x.chunks(cin * pixels).enumerate() {
-                planes.transform_input(image, cin, v, columns, i * tiles);
-            }
-            for xi in 0..XI {
-                gemm(
-                    &mut m[xi * cout * columns..(xi + 1) * cout * columns],
-                    false,
-                    MatRef::row_major(&u[xi * cout * cin..(xi + 1) * cout * cin], cout, cin),
-                    MatRef::row_major(
-                        &v[xi * cin * columns..(xi + 1) * cin * columns],
-                        cin,
-                        columns,
-                    ),
-                    threads,
-                );
-            }
-            for (i, image) in out.chunks_mut(out_len).enumerate() {
-                planes.transform_output(m, cout, columns, i * tiles, bias, image);
-            }
+        plan.group * plan.out_len,
+        || plan.scratch(),
+        |scratch, g, out| {
+            let images = out.len() / plan.out_len;
+            let x = plan.group_of(x, plan.in_len, g, images);
+            plan.convolve(
+                scratch,
+                &u,
+                [shape.channels_in, shape.channels_out],
+                x,
+                bias,
+                out,
+            );
         },
     );
     output
+}
+
+/// The gradients of [`conv3x3_forward`] given the output's gradient `dy`.
+///
+/// - dX is itself a 3×3 stride-1 padding-1 convolution, of dY with the kernel flipped and its
+///   channel axes swapped, so it runs through the same 16 GEMMs.
+/// - dW comes from the adjoint of the forward's last steps: with V the transformed input tiles
+///   and dM = A dY Aᵀ the transformed gradient tiles (a 2×2 tile of dY to 4×4),
+///   dU[ξ] = Σ_tiles dM[ξ] · V[ξ]ᵀ (16 GEMMs whose inner dimension is the tiles), and
+///   dW = Gᵀ dU G for every channel pair.
+pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32]) -> Conv2dGrads {
+    let plan = Plan::new(shape);
+    let (cin, cout) = (shape.channels_in, shape.channels_out);
+    assert_eq!(x.len(), plan.in_len * shape.batch, "winograd: input size");
+    assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
+    assert_eq!(
+        dy.len(),
+        plan.out_len * shape.batch,
+        "winograd: gradient size"
+    );
+    let u_flipped = transformed_weights(&flipped(weight, cout, cin), cin, cout);
+    let no_bias = vec![0f32; cin];
+    let pixels = shape.height * shape.width;
+
+    struct Partial {
+        du: Vec<f32>,
+        bias: Vec<f32>,
+        scratch: Scratch,
+    }
+    let mut dx = vec![0f32; shape.batch * plan.in_len];
+    let sums = parallel::fold_chunks(
+        &mut dx,
+        plan.group * plan.in_len,
+        || Partial {
+            du: vec![0f32; XI * cout * cin],
+            bias: vec![0f32; cout],
+            scratch: plan.scratch(),
+        },
+        |partial, g, dx_group| {
+            let images = dx_group.len() / plan.in_len;
+            let columns = images * plan.tiles;
+            let x = plan.group_of(x, plan.in_len, g, images);
+            let dy = plan.group_of(dy, plan.out_len, g, images);
+            let scratch = &mut partial.scratch;
+            plan.convolve(scratch, &u_flipped, [cout, cin], dy, &no_bias, dx_group);
+            for image in dy.chunks_exact(plan.out_len) {
+                for (sum, plane) in partial.bias.iter_mut().zip(image.chunks_exact(pixels)) {
+                    *sum += plane.iter().sum::<f32>();
+                }
+            }
+            let v = &mut scratch.v[..XI * cin * columns];
+            let dm = &mut scratch.m[..XI * cout * columns];
+            let tiles = plan.tiles;
+            for (i, image) in x.chunks_exact(plan.in_len).enumerate() {
+                scratch
+                    .planes
+                    .transform_input(image, cin, v, columns, i * tiles);
+            }
+            for (i, image) in dy.chunks_exact(plan.out_len).enumerate() {
+                scratch
+                    .planes
+                    .transform_gradient(image, cout, dm, columns, i * tiles);
+            }
+            for xi in 0..XI {
+                gemm(
+                    &mut partial.du[xi * cout * cin..(xi + 1) * cout * cin],
+                    true,
+                    MatRef::row_major(&dm[xi * cout * columns..][..cout * columns], cout, columns),
+                    MatRef::transposed(&v[xi * cin * columns..][..cin * columns], columns, cin),
+                    plan.threads,
+                );
+            }
+        },
+        |mut a, b| {
+            add_into(&mut a.du, &b.du);
+            add_into(&mut a.bias, &b.bias);
+            a
+        },
+    );
+    Conv2dGrads {
+        x: dx,
+        weight: untransformed_gradient(&sums.du, cout, cin),
+        bias: sums.bias,
+    }
+}
+
+/// How one convolution's batch is cut into groups of images that share the 16 GEMMs.
+struct Plan {
+    planes: Planes,
+    tiles: usize,
+    group: usize,
+    threads: Threads,
+    in_len: usize,
+    out_len: usize,
+    channels: [usize; 2],
+}
+
+/// One piece of work's buffers: transformed tiles `[16][channels][columns]` of the GEMMs'
+/// right-hand side and of their product, and the plane buffers.
+struct Scratch {
+    v: parallel::Scratch,
+    m: parallel::Scratch,
+    planes: Planes,
+}
+
+impl Plan {
+    fn new(shape: &Conv2dShape) -> Self {
+        assert!(
+            computes(shape),
+            "winograd: not a 3×3 stride-1 padding-1 convolution"
+        );
+        let planes = Planes::new(shape.height, shape.width);
+        let tiles = planes.tiles();
+        let pixels = shape.height * shape.width;
+        Self {
+            tiles,
+            group: shape.images_per_gemm(tiles),
+            threads: shape.gemm_threads(),
+            in_len: shape.channels_in * pixels,
+            out_len: shape.channels_out * pixels,
+            channels: [shape.channels_in, shape.channels_out],
+            planes,
+        }
+    }
+
+    fn weight_len(&self) -> usize {
+        self.channels[0] * self.channels[1] * 9
+    }
+
+    /// Buffers for a group, large enough for either direction (dX swaps the channel counts).
+    fn scratch(&self) -> Scratch {
+        let widest = self.channels[0].max(self.channels[1]);
+        let len = XI * widest * self.group * self.tiles;
+        Scratch {
+            v: parallel::Scratch::new(len),
+            m: parallel::Scratch::new(len),
+            planes: self.planes.clone(),
+        }
+    }
+
+    /// Group `g`'s images of `data`, `images` of `image_len` values each.
+    fn group_of<'a>(
+        &self,
+        data: &'a [f32],
+        image_len: usize,
+        g: usize,
+        images: usize,
+    ) -> &'a [f32] {
+        let first = g * self.group;
+        &data[first * image_len..(first + images) * image_len]
+    }
+
+    /// `out = conv(x, g) + bias` for a group of images, with `u` = G g Gᵀ laid out
+    /// `[16][C_out][C_in]` and `[C_in, C_out] = channels`.
+    fn convolve(
+        &self,
+        scratch: &mut Scratch,
+        u: &[f32],
+        [cin, cout]: [usize; 2],
+        x: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+    ) {
+        let pixels = self.planes.height * self.planes.width;
+        let columns = x.len() / (cin * pixels) * self.tiles;
+        let v = &mut scratch.v[..XI * cin * columns];
+        let m = &mut scratch.m[..XI * cout * columns];
+        for (i, image) in x.chunks_exact(cin * pixels).enumerate() {
+            scratch
+                .planes
+                .transform_input(image, cin, v, columns, i * self.tiles);
+        }
+        for xi in 0..XI {
+            gemm(
+                &mut m[xi * cout * columns..(xi + 1) * cout * columns],
+                false,
+                MatRef::row_major(&u[xi * cout * cin..(xi + 1) * cout * cin], cout, cin),
+                MatRef::row_major(
+                    &v[xi * cin * columns..(xi + 1) * cin * columns],
+                    cin,
+                    columns,
+                ),
+                self.threads,
+            );
+        }
+        for (i, image) in out.chunks_exact_mut(cout * pixels).enumerate() {
+            scratch
+                .planes
+                .transform_output(m, cout, columns, i * self.tiles, bias, image);
+        }
+    }
+}
+
+/// The kernel of dX = conv(dY, ·): `[C_in, C_out, 3, 3]`, each 3×3 kernel turned by 180°.
+fn flipped(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let mut out = vec![0f32; weight.len()];
+    for (pair, g) in weight.chunks_exact(9).enumerate() {
+        let (o, c) = (pair / cin, pair % cin);
+        let dst = &mut out[(c * cout + o) * 9..][..9];
+        for (d, s) in dst.iter_mut().zip(g.iter().rev()) {
+            *d = *s;
+        }
+    }
+    out
+}
+
+/// dW = Gᵀ dU G for every channel pair, from dU laid out `[16][C_out][C_in]`, to
+/// `[C_out, C_in, 3, 3]`. Gᵀ applied to four values: [a0 + ½(a1 + a2), ½(a1 − a2),
+/// ½(a1 + a2) + a3].
+fn untransformed_gradient(du: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let gt = |a: [f32; 4]| {
+        let (sum, difference) = (0.5 * (a[1] + a[2]), 0.5 * (a[1] - a[2]));
+        [a[0] + sum, difference, sum + a[3]]
+    };
+    let mut weight = vec![0f32; cout * cin * 9];
+    for (pair, g) in weight.chunks_exact_mut(9).enumerate() {
+        let at = |r: usize, k: usize| du[(r * 4 + k) * cout * cin + pair];
+        // Gᵀ dU: 3 × 4, one column of dU at a time.
+        let columns: [[f32; 3]; 4] =
+            std::array::from_fn(|k| gt([at(0, k), at(1, k), at(2, k), at(3, k)]));
+        for i in 0..3 {
+            // (Gᵀ dU) G: row i times G.
+            let row = gt([columns[0][i], columns[1][i], columns[2][i], columns[3][i]]);
+            g[i * 3..i * 3 + 3].copy_from_slice(&row);
+        }
+    }
+    weight
 }
 
 /// U = G g Gᵀ for every (output, input) channel pair, laid out `[16][C_out][C_in]`, with
@@ -131,8 +324,16 @@ fn bt(d: [f32; 4]) -> [f32; 4] {
     [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
 }
 
-/// One image plane's tiling, and the small buffers the transforms work in: made once per piece
-/// of work and reused for every plane of every image in it.
+/// One image plane's tiling, and the buffers the transforms work in: made once per piece of
+/// work and reused for every plane of every image in it.
+///
+/// A tile row's loops would run over 14, 7 or 4 tiles, shorter than one AVX-512 vector, so the
+/// transforms run over whole planes instead. Each plane is first spread over a zero-bordered
+/// grid of `down + 1` rows of `across` tiles per padded row parity, one grid per tile column
+/// offset: with padded pixel (p, q) (the image's (p − 1, q − 1)), the grids of parity p mod 2
+/// hold at (p / 2, j) the four columns 2j, 2j + 1, 2j + 2, 2j + 3 a tile row reads. Every
+/// transform step is then an element-wise loop over a grid or over the plane's tiles, and
+/// compiled for the CPU's widest vectors.
 #[derive(Clone)]
 struct Planes {
     height: usize,
@@ -140,27 +341,27 @@ struct Planes {
     /// Tile rows, and tiles per row.
     down: usize,
     across: usize,
-    /// A plane with a zero border: one row and column before the image, enough after it for the
-    /// last tiles. Only the interior is ever written, so the border stays zero.
-    padded: Vec<f32>,
-    /// A row of tiles half transformed: the four input rows after Bᵀ along them, or the two
-    /// output rows after Aᵀ down M's columns ([row][position][tile]).
+    /// `[row parity][column offset 0..4][grid]`. Only cells inside the image are ever written,
+    /// so the rest stays zero.
+    quarters: Vec<f32>,
+    /// A plane half transformed, `[position along the row][row parity][grid]`.
     half: Vec<f32>,
-    /// One output row of a tile row, two pixels a tile, before it is cut to the image's width.
-    line: Vec<f32>,
+    /// The output transform's result before it goes into the image: `[tile row][column][tile]`.
+    pixels: Vec<f32>,
 }
 
 impl Planes {
     fn new(height: usize, width: usize) -> Self {
         let (down, across) = (height.div_ceil(2), width.div_ceil(2));
+        let grid = (down + 1) * across;
         Self {
             height,
             width,
             down,
             across,
-            padded: vec![0.0; (2 * down + 2) * (2 * across + 2)],
-            half: vec![0.0; 16 * across],
-            line: vec![0.0; 2 * across],
+            quarters: vec![0.0; 8 * grid],
+            half: vec![0.0; 8 * grid],
+            pixels: vec![0.0; 4 * down * across],
         }
     }
 
@@ -168,11 +369,57 @@ impl Planes {
         self.down * self.across
     }
 
+    fn grid(&self) -> usize {
+        (self.down + 1) * self.across
+    }
+
+    /// Row parity `parity`'s four grids: padded columns 2j, 2j + 1, 2j + 2, 2j + 3 at j.
+    #[inline(always)]
+    fn quarters(&mut self, parity: usize) -> [&mut [f32]; 4] {
+        let grid = self.grid();
+        let [a, b, c, d] = four_runs(
+            &mut self.quarters,
+            [0, 1, 2, 3].map(|k| (parity * 4 + k) * grid),
+            grid,
+        );
+        [a, b, c, d]
+    }
+
+    /// Spreads one `[H, W]` plane over the grids.
+    #[inline(always)]
+    fn spread(&mut self, plane: &[f32]) {
+        let (width, across) = (self.width, self.across);
+        for (y, line) in plane.chunks_exact(width).enumerate() {
+            let padded_row = y + 1;
+            let row = padded_row / 2 * across;
+            let [first, second, third, fourth] = self.quarters(padded_row % 2);
+            // x = 2j: padded column 2j + 1, the second column of tile j, the fourth of j − 1.
+            for (j, &value) in line.iter().step_by(2).enumerate() {
+                second[row + j] = value;
+                if j > 0 {
+                    fourth[row + j - 1] = value;
+                }
+            }
+            // x = 2j + 1: padded column 2j + 2, the third of tile j, the first of j + 1.
+            for (j, &value) in line.iter().skip(1).step_by(2).enumerate() {
+                third[row + j] = value;
+                if j + 1 < across {
+                    first[row + j + 1] = value;
+                }
+            }
+        }
+    }
+
+    /// `half`'s grid for position `k` along the row and row parity `parity`.
+    #[inline(always)]
+    fn half(&self, k: usize, parity: usize) -> &[f32] {
+        let grid = self.grid();
+        &self.half[(k * 2 + parity) * grid..][..grid]
+    }
+
     /// V = Bᵀ d B of every 4×4 input tile of one image (tile (i, j) starts at row 2i − 1,
     /// column 2j − 1; zeros outside the image), into `v` laid out `[16][C_in][columns]`, this
-    /// image's tiles from column `first`. Each plane is copied into the zero-bordered one
-    /// first, so that the inner loops run along a row of tiles without bounds checks, and
-    /// vectorise.
+    /// image's tiles from column `first`.
     fn transform_input(
         &mut self,
         image: &[f32],
@@ -181,52 +428,104 @@ impl Planes {
         columns: usize,
         first: usize,
     ) {
-        let (width, across) = (self.width, self.across);
-        let padded_width = 2 * across + 2;
-        for (c, plane) in image.chunks_exact(self.height * width).enumerate() {
-            for (y, line) in plane.chunks_exact(width).enumerate() {
-                let start = (y + 1) * padded_width + 1;
-                self.padded[start..start + width].copy_from_slice(line);
-            }
-            for ti in 0..self.down {
-                // Bᵀ along each of the tile row's four input rows.
-                for r in 0..4 {
-                    let line = &self.padded[(2 * ti + r) * padded_width..][..padded_width];
-                    let (d0, rest) = self.half[r * 4 * across..][..4 * across].split_at_mut(across);
-                    let (d1, rest) = rest.split_at_mut(across);
-                    let (d2, d3) = rest.split_at_mut(across);
-                    for tj in 0..across {
-                        let d = &line[2 * tj..2 * tj + 4];
-                        let [a, b, c, e] = bt([d[0], d[1], d[2], d[3]]);
-                        (d0[tj], d1[tj], d2[tj], d3[tj]) = (a, b, c, e);
-                    }
+        simd::vectorized(
+            #[inline(always)]
+            || self.input_tiles(image, cin, v, columns, first),
+        )
+    }
+
+    #[inline(always)]
+    fn input_tiles(
+        &mut self,
+        image: &[f32],
+        cin: usize,
+        v: &mut [f32],
+        columns: usize,
+        first: usize,
+    ) {
+        let (across, tiles, grid) = (self.across, self.tiles(), self.grid());
+        for (c, plane) in image.chunks_exact(self.height * self.width).enumerate() {
+            self.spread(plane);
+            // Bᵀ along every padded row: half[k][parity] at (row, j).
+            for parity in 0..2 {
+                let quarter = |k: usize| &self.quarters[(parity * 4 + k) * grid..][..grid];
+                let (d0, d1, d2, d3) = (quarter(0), quarter(1), quarter(2), quarter(3));
+                let starts = [0, 1, 2, 3].map(|k| (k * 2 + parity) * grid);
+                let [h0, h1, h2, h3] = four_runs(&mut self.half, starts, grid);
+                for g in 0..grid {
+                    [h0[g], h1[g], h2[g], h3[g]] = bt([d0[g], d1[g], d2[g], d3[g]]);
                 }
-                // Bᵀ down each column of the four rows: position (r, k) of V.
-                let column = first + ti * across;
-                for k in 0..4 {
-                    let row = |r: usize| &self.half[(r * 4 + k) * across..][..across];
-                    let (h0, h1, h2, h3) = (row(0), row(1), row(2), row(3));
-                    let (out0, out1, out2, out3) = {
-                        let at_r = |r: usize| ((r * 4 + k) * cin + c) * columns + column;
-                        let (a, b, c2, d) = (at_r(0), at_r(1), at_r(2), at_r(3));
-                        // Four disjoint runs of `across` values, in increasing order.
-                        let (_, rest) = v.split_at_mut(a);
-                        let (o0, rest) = rest.split_at_mut(b - a);
-                        let (o1, rest) = rest.split_at_mut(c2 - b);
-                        let (o2, rest) = rest.split_at_mut(d - c2);
-                        (
-                            &mut o0[..across],
-                            &mut o1[..across],
-                            &mut o2[..across],
-                            &mut rest[..across],
-                        )
-                    };
-                    for tj in 0..across {
-                        out0[tj] = h0[tj] - h2[tj];
-                        out1[tj] = h1[tj] + h2[tj];
-                        out2[tj] = h2[tj] - h1[tj];
-                        out3[tj] = h1[tj] - h3[tj];
-                    }
+            }
+            // Bᵀ down the columns: tile (i, j)'s rows 2i .. 2i + 3 are parities 0, 1, 0, 1 at
+            // grid rows i, i, i + 1, i + 1. Position (r, k) of V.
+            for k in 0..4 {
+                let (even, odd) = (self.half(k, 0), self.half(k, 1));
+                let (h0, h1) = (&even[..tiles], &odd[..tiles]);
+                let (h2, h3) = (&even[across..][..tiles], &odd[across..][..tiles]);
+                let at = |r: usize| ((r * 4 + k) * cin + c) * columns + first;
+                let [out0, out1, out2, out3] = four_runs(v, [0, 1, 2, 3].map(at), tiles);
+                for t in 0..tiles {
+                    out0[t] = h0[t] - h2[t];
+                    out1[t] = h1[t] + h2[t];
+                    out2[t] = h2[t] - h1[t];
+                    out3[t] = h1[t] - h3[t];
+                }
+            }
+        }
+    }
+
+    /// dM = A dY Aᵀ of every 2×2 tile of one image's output gradient `[C_out, H, W]` (zeros
+    /// outside the image), into `dm` laid out `[16][C_out][columns]`, this image's tiles from
+    /// column `first`: the adjoint of [`transform_output`](Self::transform_output)'s Aᵀ M A,
+    /// with A = [[1, 0], [1, 1], [1, −1], [0, −1]].
+    fn transform_gradient(
+        &mut self,
+        image: &[f32],
+        cout: usize,
+        dm: &mut [f32],
+        columns: usize,
+        first: usize,
+    ) {
+        simd::vectorized(
+            #[inline(always)]
+            || self.gradient_tiles(image, cout, dm, columns, first),
+        )
+    }
+
+    #[inline(always)]
+    fn gradient_tiles(
+        &mut self,
+        image: &[f32],
+        cout: usize,
+        dm: &mut [f32],
+        columns: usize,
+        first: usize,
+    ) {
+        let (across, tiles, grid) = (self.across, self.tiles(), self.grid());
+        for (o, plane) in image.chunks_exact(self.height * self.width).enumerate() {
+            self.spread(plane);
+            // A along every padded row: a tile's pixels are its padded columns 2j + 1, 2j + 2.
+            for parity in 0..2 {
+                let quarter = |k: usize| &self.quarters[(parity * 4 + k) * grid..][..grid];
+                let (p, q) = (quarter(1), quarter(2));
+                let starts = [0, 1, 2, 3].map(|k| (k * 2 + parity) * grid);
+                let [t0, t1, t2, t3] = four_runs(&mut self.half, starts, grid);
+                for g in 0..grid {
+                    [t0[g], t1[g], t2[g], t3[g]] = [p[g], p[g] + q[g], p[g] - q[g], -q[g]];
+                }
+            }
+            // A down the columns: tile (i, j)'s rows are padded rows 2i + 1 (parity 1, grid row
+            // i) and 2i + 2 (parity 0, grid row i + 1). Position (r, k) of dM.
+            for k in 0..4 {
+                let top = &self.half(k, 1)[..tiles];
+                let bottom = &self.half(k, 0)[across..][..tiles];
+                let at = |r: usize| ((r * 4 + k) * cout + o) * columns + first;
+                let [out0, out1, out2, out3] = four_runs(dm, [0, 1, 2, 3].map(at), tiles);
+                for t in 0..tiles {
+                    out0[t] = top[t];
+                    out1[t] = top[t] + bottom[t];
+                    out2[t] = top[t] - bottom[t];
+                    out3[t] = -bottom[t];
                 }
             }
         }
@@ -243,38 +542,72 @@ impl Planes {
         bias: &[f32],
         image: &mut [f32],
     ) {
-        let (height, width, across) = (self.height, self.width, self.across);
+        simd::vectorized(
+            #[inline(always)]
+            || self.output_tiles(m, cout, columns, first, bias, image),
+        )
+    }
+
+    #[inline(always)]
+    fn output_tiles(
+        &mut self,
+        m: &[f32],
+        cout: usize,
+        columns: usize,
+        first: usize,
+        bias: &[f32],
+        image: &mut [f32],
+    ) {
+        let (height, width, across, tiles) = (self.height, self.width, self.across, self.tiles());
         for (o, plane) in image.chunks_exact_mut(height * width).enumerate() {
-            for ti in 0..self.down {
-                let column = first + ti * across;
-                // Aᵀ down each column of M: the tile row's two output rows.
-                let (top, bottom) = self.half[..8 * across].split_at_mut(4 * across);
-                for k in 0..4 {
-                    let at_xi =
-                        |r: usize| &m[((r * 4 + k) * cout + o) * columns + column..][..across];
-                    let (m0, m1, m2, m3) = (at_xi(0), at_xi(1), at_xi(2), at_xi(3));
-                    let top = &mut top[k * across..][..across];
-                    let bottom = &mut bottom[k * across..][..across];
-                    for tj in 0..across {
-                        top[tj] = m0[tj] + m1[tj] + m2[tj];
-                        bottom[tj] = m1[tj] - m2[tj] - m3[tj];
-                    }
+            // Aᵀ down M's columns: each tile's two output rows, half[k][row] over the tiles.
+            for k in 0..4 {
+                let at_xi = |r: usize| &m[((r * 4 + k) * cout + o) * columns + first..][..tiles];
+                let (m0, m1, m2, m3) = (at_xi(0), at_xi(1), at_xi(2), at_xi(3));
+                let grid = self.grid();
+                let (top, bottom) = self.half[k * 2 * grid..][..2 * grid].split_at_mut(grid);
+                for t in 0..tiles {
+                    top[t] = m0[t] + m1[t] + m2[t];
+                    bottom[t] = m1[t] - m2[t] - m3[t];
                 }
-                // Aᵀ along each of the two rows, plus the bias.
-                for r in 0..2 {
-                    let y = 2 * ti + r;
-                    if y >= height {
-                        break;
-                    }
-                    let c = |k: usize| &self.half[(r * 4 + k) * across..][..across];
-                    let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
-                    for tj in 0..across {
-                        self.line[2 * tj] = c0[tj] + c1[tj] + c2[tj] + bias[o];
-                        self.line[2 * tj + 1] = c1[tj] - c2[tj] - c3[tj] + bias[o];
-                    }
-                    plane[y * width..(y + 1) * width].copy_from_slice(&self.line[..width]);
+            }
+            // Aᵀ along each row, plus the bias: each tile's pixels (r, 0) and (r, 1).
+            let (b, grid) = (bias[o], self.grid());
+            for r in 0..2 {
+                let c = |k: usize| &self.half[(k * 2 + r) * grid..][..tiles];
+                let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
+                let (left, right) = self.pixels[2 * r * tiles..][..2 * tiles].split_at_mut(tiles);
+                for t in 0..tiles {
+                    left[t] = c0[t] + c1[t] + c2[t] + b;
+                    right[t] = c1[t] - c2[t] - c3[t] + b;
+                }
+            }
+            // Into the image, where the tiles lie inside it.
+            for (y, line) in plane.chunks_exact_mut(width).enumerate() {
+                let (ti, r) = (y / 2, y % 2);
+                let pixels = &self.pixels[2 * r * tiles..][..2 * tiles];
+                let (left, right) = pixels.split_at(tiles);
+                let (left, right) = (
+                    &left[ti * across..][..across],
+                    &right[ti * across..][..across],
+                );
+                let (pairs, last) = line.as_chunks_mut::<2>();
+                for (pair, (&l, &r)) in pairs.iter_mut().zip(left.iter().zip(right)) {
+                    *pair = [l, r];
+                }
+                if let [value] = last {
+                    *value = left[across - 1];
                 }
             }
         }
     }
+}
+
+/// Four disjoint runs of `len` values of `data`, starting at `starts` (increasing).
+fn four_runs(data: &mut [f32], starts: [usize; 4], len: usize) -> [&mut [f32]; 4] {
+    let (_, rest) = data.split_at_mut(starts[0]);
+    let (a, rest) = rest.split_at_mut(starts[1] - starts[0]);
+    let (b, rest) = rest.split_at_mut(starts[2] - starts[1]);
+    let (c, d) = rest.split_at_mut(starts[3] - starts[2]);
+    [&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len]]
 }
