@@ -44,8 +44,12 @@ pub fn fold_chunks<A: Send>(
     #[cfg(threads)]
     {
         use rayon::prelude::*;
+        // One accumulator per thread: rayon would otherwise split further (and make one per
+        // split), and each costs an init (a zeroed weight gradient, scratch buffers) and a merge.
+        let per_thread = out.len().div_ceil(chunk_len).div_ceil(threads());
         out.par_chunks_mut(chunk_len)
             .enumerate()
+            .with_min_len(per_thread)
             .fold(&init, |mut acc, (i, chunk)| {
                 work(&mut acc, i, chunk);
                 acc
