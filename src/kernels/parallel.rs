@@ -79,20 +79,34 @@ pub fn threads() -> usize {
     }
 }
 
-std::thread_local! {
-    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Buffers handed back by [`Scratch`]es, for the next ones. One pool for all threads: a
+/// per-thread accumulator is often dropped on another thread than the one that made it.
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 
-/// A per-thread scratch buffer, handed back to its thread's pool when dropped, so that the
-/// kernels' large temporaries (unrolled images, products) are neither allocated nor zeroed on
-/// every call. Its contents are whatever the last user left: callers overwrite what they read.
+/// Buffers the pool keeps: more than the kernels hold at once on all threads.
+const POOLED: usize = 16;
+
+/// A scratch buffer taken from a pool shared by the threads and handed back when dropped, so
+/// that the kernels' large temporaries (unrolled images, products, transformed tiles) are
+/// neither allocated nor zeroed on every call. Its contents are whatever the last user left:
+/// callers overwrite what they read.
 pub struct Scratch(Vec<f32>);
+
+fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<f32>>> {
+    POOL.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl Scratch {
     pub fn new(len: usize) -> Self {
-        let mut buffer = POOL
-            .with(|pool| pool.borrow_mut().pop())
-            .unwrap_or_default();
+        let mut pool = pool();
+        // The smallest buffer that is long enough, else the longest (grown below).
+        let fits = (0..pool.len())
+            .filter(|&i| pool[i].len() >= len)
+            .min_by_key(|&i| pool[i].len());
+        let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
+        let mut buffer = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        drop(pool);
         if buffer.len() < len {
             buffer.resize(len, 0.0);
         }
@@ -116,12 +130,11 @@ impl std::ops::DerefMut for Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let buffer = std::mem::take(&mut self.0);
-        // A handful per thread is all the kernels hold at once.
-        POOL.with(|pool| {
-            let mut pool = pool.borrow_mut();
-            if pool.len() < 8 {
-                pool.push(buffer);
-            }
-        });
+        let mut pool = pool();
+        pool.push(buffer);
+        if pool.len() > POOLED {
+            let shortest = (0..pool.len()).min_by_key(|&i| pool[i].len());
+            shortest.map(|i| pool.swap_remove(i));
+        }
     }
 }
