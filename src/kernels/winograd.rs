@@ -393,20 +393,21 @@ impl Planes {
             let padded_row = y + 1;
             let row = padded_row / 2 * across;
             let [first, second, third, fourth] = self.quarters(padded_row % 2);
-            // x = 2j: padded column 2j + 1, the second column of tile j, the fourth of j − 1.
-            for (j, &value) in line.iter().step_by(2).enumerate() {
-                second[row + j] = value;
-                if j > 0 {
-                    fourth[row + j - 1] = value;
-                }
+            let [first, second, third, fourth] =
+                [first, second, third, fourth].map(|grid| &mut grid[row..][..across]);
+            // x = 2j and 2j + 1: padded columns 2j + 1 and 2j + 2, the second and third of
+            // tile j (the third stays zero past an odd width).
+            let (pairs, last) = line.as_chunks::<2>();
+            for ((s, t), pair) in second.iter_mut().zip(third.iter_mut()).zip(pairs) {
+                *s = pair[0];
+                *t = pair[1];
             }
-            // x = 2j + 1: padded column 2j + 2, the third of tile j, the first of j + 1.
-            for (j, &value) in line.iter().skip(1).step_by(2).enumerate() {
-                third[row + j] = value;
-                if j + 1 < across {
-                    first[row + j + 1] = value;
-                }
+            if let [value] = last {
+                second[pairs.len()] = *value;
             }
+            // The same columns are the fourth of tile j − 1 and the first of tile j + 1.
+            fourth[..across - 1].copy_from_slice(&second[1..]);
+            first[1..].copy_from_slice(&third[..across - 1]);
         }
     }
 
@@ -604,6 +605,7 @@ impl Planes {
 }
 
 /// Four disjoint runs of `len` values of `data`, starting at `starts` (increasing).
+#[inline(always)]
 fn four_runs(data: &mut [f32], starts: [usize; 4], len: usize) -> [&mut [f32]; 4] {
     let (_, rest) = data.split_at_mut(starts[0]);
     let (a, rest) = rest.split_at_mut(starts[1] - starts[0]);
