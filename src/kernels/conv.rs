@@ -113,7 +113,7 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
     let group = shape.images_per_gemm(pixels);
     let threads = shape.gemm_threads();
-    let mut output = vec![0f32; shape.batch * shape.out_len()];
+    let mut output = parallel::zeroed(shape.batch * shape.out_len());
     let scratch = || Scratch::new(shape, group);
     parallel::for_each_chunk(
         &mut output,
@@ -244,7 +244,7 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
             scratch,
         }
     };
-    let mut dx = vec![0f32; shape.batch * shape.in_len()];
+    let mut dx = parallel::zeroed(shape.batch * shape.in_len());
     let sums = parallel::fold_chunks(
         &mut dx,
         group * shape.in_len(),

@@ -69,7 +69,7 @@ pub fn group_norm_forward(
     beta: &[f32],
 ) -> Vec<f32> {
     shape.check(x, gamma, beta);
-    let mut output = vec![0f32; x.len()];
+    let mut output = parallel::zeroed(x.len());
     let cpg = shape.channels_per_group();
     parallel::for_each_chunk(
         &mut output,
@@ -146,7 +146,7 @@ pub fn group_norm_backward(
             vec![0f32; pixels],
         )
     };
-    let mut dx = vec![0f32; x.len()];
+    let mut dx = parallel::zeroed(x.len());
     let (gamma_grad, beta_grad, _) = parallel::fold_chunks(
         &mut dx,
         shape.image_len(),

@@ -50,7 +50,7 @@ pub fn conv3x3_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f
     assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
     assert_eq!(bias.len(), shape.channels_out, "winograd: bias size");
     let u = transformed_weights(weight, shape.channels_out, shape.channels_in);
-    let mut output = vec![0f32; shape.batch * plan.out_len];
+    let mut output = parallel::zeroed(shape.batch * plan.out_len);
     parallel::for_each_chunk(
         &mut output,
         plan.group * plan.out_len,
@@ -98,7 +98,7 @@ pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f3
         bias: Vec<f32>,
         scratch: Scratch,
     }
-    let mut dx = vec![0f32; shape.batch * plan.in_len];
+    let mut dx = parallel::zeroed(shape.batch * plan.in_len);
     let sums = parallel::fold_chunks(
         &mut dx,
         plan.group * plan.in_len,
