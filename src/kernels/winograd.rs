@@ -7,7 +7,8 @@
 //!
 //! and the sum over input channels of the 16 element-wise products is 16 GEMMs,
 //! `M[ξ] = U[ξ] · V[ξ]` with U[ξ] `[C_out, C_in]` and V[ξ] `[C_in, tiles]`, one per position ξ
-//! of the 4×4 transformed tile. A group of images shares each GEMM, as in `conv.rs`.
+//! of the 4×4 transformed tile. A group of images shares each GEMM, as in `conv.rs`. The
+//! backward ([`conv3x3_backward`]) reuses the same transforms and GEMMs.
 
 use super::conv::{Conv2dGrads, Conv2dShape, GEMM_COLUMNS, add_into};
 use super::matmul::{MatRef, Threads, gemm};
@@ -27,7 +28,8 @@ pub fn computes(shape: &Conv2dShape) -> bool {
     shape.kernel == [3, 3] && shape.stride == [1, 1] && shape.padding == [(1, 1), (1, 1)]
 }
 
-/// Whether [`conv2d_forward`](super::conv::conv2d_forward) should come here: a shape this module
+/// Whether [`conv2d_forward`](super::conv::conv2d_forward) and
+/// [`conv2d_backward`](super::conv::conv2d_backward) should come here: a shape this module
 /// computes, with enough tiles in the batch (up to one group's worth). Decided on the batch, not
 /// on the groups the threads get, so that any number of threads takes the same path and gives
 /// the same bits.
