@@ -27,8 +27,12 @@ struct Case {
 
 fn assert_close(what: &str, actual: Tensor<4>, expected: Tensor<4>) {
     let (a, e) = (common::values(actual), common::values(expected));
-    let scale = e.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    let diff = max_abs_diff(&a, &e);
+    assert_slices_close(what, &a, &e);
+}
+
+fn assert_slices_close(what: &str, actual: &[f32], expected: &[f32]) {
+    let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(actual, expected);
     assert!(
         diff <= TOLERANCE * scale,
         "{what}: max |difference| {diff} against values up to {scale}"
@@ -374,9 +378,9 @@ fn upsample_conv_as_four_phases_matches_conv_of_the_upsampled_image() {
     check_upsample(3, 2, 7, [1, 1]);
 }
 
-/// Shapes for Winograd's F(2×2, 3×3): those `conv2d_forward` sends it (many tiles, several
-/// groups of images) and those it does not (odd sizes, images narrower than a tile, channel counts that are not multiples of
-/// the SIMD width).
+/// Shapes for Winograd's F(2×2, 3×3), (batch, C_in, C_out, height, width): those
+/// `conv2d_forward` sends it (many tiles, several groups of images) and those it does not (odd
+/// sizes, images narrower than a tile, channel counts that are not multiples of the SIMD width).
 const WINOGRAD_SHAPES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 32, 32, 28, 28),
     (9, 8, 16, 28, 28),
@@ -387,10 +391,12 @@ const WINOGRAD_SHAPES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 1, 3, 2, 1),
 ];
 
-fn winograd_shape(
+/// The convolution of one of [`WINOGRAD_SHAPES`], and a random input and kernel for it.
+fn winograd_case(
+    rng: &mut gendi::rng::NoiseRng,
     (batch, channels_in, channels_out, height, width): (usize, usize, usize, usize, usize),
-) -> gendi::kernels::conv::Conv2dShape {
-    gendi::kernels::conv::Conv2dShape {
+) -> (gendi::kernels::conv::Conv2dShape, Vec<f32>, Vec<f32>) {
+    let shape = gendi::kernels::conv::Conv2dShape {
         batch,
         channels_in,
         height,
@@ -399,16 +405,10 @@ fn winograd_shape(
         kernel: [3, 3],
         stride: [1, 1],
         padding: [(1, 1), (1, 1)],
-    }
-}
-
-fn assert_slices_close(what: &str, actual: &[f32], expected: &[f32]) {
-    let scale = expected.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    let diff = max_abs_diff(actual, expected);
-    assert!(
-        diff <= TOLERANCE * scale,
-        "{what}: max |difference| {diff} of {scale}"
-    );
+    };
+    let x = rng.normals(batch * channels_in * height * width);
+    let weight = rng.normals(channels_out * channels_in * 9);
+    (shape, x, weight)
 }
 
 /// Winograd's forward against im2col + GEMM on the same random input.
@@ -418,11 +418,8 @@ fn winograd_conv3x3_matches_im2col() {
     use gendi::kernels::winograd::conv3x3_forward;
     let mut rng = gendi::rng::NoiseRng::new(3);
     for dims in WINOGRAD_SHAPES {
-        let shape = winograd_shape(dims);
-        let (batch, channels_in, channels_out, height, width) = dims;
-        let x = rng.normals(batch * channels_in * height * width);
-        let weight = rng.normals(channels_out * channels_in * 9);
-        let bias = rng.normals(channels_out);
+        let (shape, x, weight) = winograd_case(&mut rng, dims);
+        let bias = rng.normals(shape.channels_out);
         gendi::kernels::use_winograd(false);
         let expected = conv2d_forward(&shape, &x, &weight, &bias);
         gendi::kernels::use_winograd(true);
@@ -439,11 +436,8 @@ fn winograd_conv3x3_gradients_match_im2col() {
     use gendi::kernels::winograd::conv3x3_backward;
     let mut rng = gendi::rng::NoiseRng::new(4);
     for dims in WINOGRAD_SHAPES {
-        let shape = winograd_shape(dims);
-        let (batch, channels_in, channels_out, height, width) = dims;
-        let x = rng.normals(batch * channels_in * height * width);
-        let weight = rng.normals(channels_out * channels_in * 9);
-        let dy = rng.normals(batch * channels_out * height * width);
+        let (shape, x, weight) = winograd_case(&mut rng, dims);
+        let dy = rng.normals(x.len() / shape.channels_in * shape.channels_out);
         gendi::kernels::use_winograd(false);
         let expected = conv2d_backward(&shape, &x, &weight, &dy);
         gendi::kernels::use_winograd(true);

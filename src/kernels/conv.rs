@@ -107,7 +107,7 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
     assert_eq!(x.len(), shape.batch * shape.in_len(), "conv2d: input size");
     assert_eq!(weight.len(), shape.weight_len(), "conv2d: weight size");
     assert_eq!(bias.len(), shape.channels_out, "conv2d: bias size");
-    if winograd::applies(shape) && super::winograd_enabled() {
+    if winograd::applies(shape) {
         return winograd::conv3x3_forward(shape, x, weight, bias);
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
@@ -222,7 +222,7 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         shape.batch * shape.out_len(),
         "conv2d: gradient size"
     );
-    if winograd::applies(shape) && super::winograd_enabled() {
+    if winograd::applies(shape) {
         return winograd::conv3x3_backward(shape, x, weight, dy);
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);

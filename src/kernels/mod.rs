@@ -109,9 +109,9 @@ std::thread_local! {
     static USE_WINOGRAD: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// Switches the forward of 3×3 stride-1 convolutions called from this thread between Winograd's
-/// F(2×2, 3×3) (the default) and im2col + GEMM, as every other convolution runs: for benchmarks
-/// and tests that compare the two (`gendi bench --kernels im2col`).
+/// Switches 3×3 stride-1 convolutions called from this thread, forward and backward, between
+/// Winograd's F(2×2, 3×3) (the default) and im2col + GEMM, as every other convolution runs: for
+/// benchmarks and tests that compare the two (`gendi bench --kernels im2col`).
 pub fn use_winograd(enabled: bool) {
     USE_WINOGRAD.with(|flag| flag.set(enabled));
 }

@@ -29,14 +29,14 @@ pub fn computes(shape: &Conv2dShape) -> bool {
 }
 
 /// Whether [`conv2d_forward`](super::conv::conv2d_forward) and
-/// [`conv2d_backward`](super::conv::conv2d_backward) should come here: a shape this module
-/// computes, with enough tiles in the batch (up to one group's worth). Decided on the batch, not
-/// on the groups the threads get, so that any number of threads takes the same path and gives
-/// the same bits.
+/// [`conv2d_backward`](super::conv::conv2d_backward) should come here: Winograd is on for this
+/// thread ([`use_winograd`](super::use_winograd)), and `shape` is one this module computes, with
+/// enough tiles in the batch (up to one group's worth). Decided on the batch, not on the groups
+/// the threads get, so that any number of threads takes the same path and gives the same bits.
 pub(super) fn applies(shape: &Conv2dShape) -> bool {
     let tiles = shape.height.div_ceil(2) * shape.width.div_ceil(2);
     let images = GEMM_COLUMNS.div_ceil(tiles.max(1)).min(shape.batch);
-    computes(shape) && images * tiles >= MIN_TILES
+    super::winograd_enabled() && computes(shape) && images * tiles >= MIN_TILES
 }
 
 /// `y = conv(x, weight) + bias` for a shape this module [`computes`].
@@ -111,7 +111,6 @@ pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f3
         },
         |partial, g, dx_group| {
             let images = dx_group.len() / plan.in_len;
-            let columns = images * plan.tiles;
             let x = plan.group_of(x, plan.in_len, g, images);
             let dy = plan.group_of(dy, plan.out_len, g, images);
             let scratch = &mut partial.scratch;
@@ -121,27 +120,21 @@ pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f3
                     *sum += plane.iter().sum::<f32>();
                 }
             }
+            let columns = plan.columns(x, cin);
             let v = &mut scratch.v[..XI * cin * columns];
             let dm = &mut scratch.m[..XI * cout * columns];
-            let tiles = plan.tiles;
-            for (i, image) in x.chunks_exact(plan.in_len).enumerate() {
-                scratch
-                    .planes
-                    .transform_input(image, cin, v, columns, i * tiles);
-            }
-            for (i, image) in dy.chunks_exact(plan.out_len).enumerate() {
-                scratch
-                    .planes
-                    .transform_gradient(image, cout, dm, columns, i * tiles);
-            }
-            for xi in 0..XI {
-                gemm(
-                    &mut partial.du[xi * cout * cin..(xi + 1) * cout * cin],
-                    true,
-                    MatRef::row_major(&dm[xi * cout * columns..][..cout * columns], cout, columns),
-                    MatRef::transposed(&v[xi * cin * columns..][..cin * columns], columns, cin),
-                    plan.threads,
+            scratch.planes.transform_input(x, cin, v, columns);
+            scratch.planes.transform_gradient(dy, cout, dm, columns);
+            let sums = partial.du.chunks_exact_mut(cout * cin);
+            for ((du, dm), v) in sums
+                .zip(dm.chunks_exact(cout * columns))
+                .zip(v.chunks_exact(cin * columns))
+            {
+                let (dm, vt) = (
+                    MatRef::row_major(dm, cout, columns),
+                    MatRef::transposed(v, columns, cin),
                 );
+                gemm(du, true, dm, vt, plan.threads);
             }
         },
         |mut a, b| {
@@ -223,6 +216,11 @@ impl Plan {
         &data[first * image_len..(first + images) * image_len]
     }
 
+    /// The GEMMs' columns for a group of images `x` of `channels` planes each: their tiles.
+    fn columns(&self, x: &[f32], channels: usize) -> usize {
+        x.len() / (channels * self.planes.height * self.planes.width) * self.tiles
+    }
+
     /// `out = conv(x, g) + bias` for a group of images, with `u` = G g Gᵀ laid out
     /// `[16][C_out][C_in]` and `[C_in, C_out] = channels`.
     fn convolve(
@@ -234,33 +232,22 @@ impl Plan {
         bias: &[f32],
         out: &mut [f32],
     ) {
-        let pixels = self.planes.height * self.planes.width;
-        let columns = x.len() / (cin * pixels) * self.tiles;
+        let columns = self.columns(x, cin);
         let v = &mut scratch.v[..XI * cin * columns];
         let m = &mut scratch.m[..XI * cout * columns];
-        for (i, image) in x.chunks_exact(cin * pixels).enumerate() {
-            scratch
-                .planes
-                .transform_input(image, cin, v, columns, i * self.tiles);
-        }
-        for xi in 0..XI {
-            gemm(
-                &mut m[xi * cout * columns..(xi + 1) * cout * columns],
-                false,
-                MatRef::row_major(&u[xi * cout * cin..(xi + 1) * cout * cin], cout, cin),
-                MatRef::row_major(
-                    &v[xi * cin * columns..(xi + 1) * cin * columns],
-                    cin,
-                    columns,
-                ),
-                self.threads,
+        scratch.planes.transform_input(x, cin, v, columns);
+        let products = m.chunks_exact_mut(cout * columns);
+        for ((m, u), v) in products
+            .zip(u.chunks_exact(cout * cin))
+            .zip(v.chunks_exact(cin * columns))
+        {
+            let (u, v) = (
+                MatRef::row_major(u, cout, cin),
+                MatRef::row_major(v, cin, columns),
             );
+            gemm(m, false, u, v, self.threads);
         }
-        for (i, image) in out.chunks_exact_mut(cout * pixels).enumerate() {
-            scratch
-                .planes
-                .transform_output(m, cout, columns, i * self.tiles, bias, image);
-        }
+        scratch.planes.transform_output(m, cout, columns, bias, out);
     }
 }
 
@@ -326,6 +313,13 @@ fn bt(d: [f32; 4]) -> [f32; 4] {
     [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
 }
 
+/// A = [[1, 0], [1, 1], [1, −1], [0, −1]] applied to the middle two of four values: a 2×2
+/// gradient tile's pixels, which sit where an input tile's second and third values do.
+#[inline(always)]
+fn a_of_middle(d: [f32; 4]) -> [f32; 4] {
+    [d[1], d[1] + d[2], d[1] - d[2], -d[2]]
+}
+
 /// One image plane's tiling, and the buffers the transforms work in: made once per piece of
 /// work and reused for every plane of every image in it.
 ///
@@ -379,12 +373,8 @@ impl Planes {
     #[inline(always)]
     fn quarters(&mut self, parity: usize) -> [&mut [f32]; 4] {
         let grid = self.grid();
-        let [a, b, c, d] = four_runs(
-            &mut self.quarters,
-            [0, 1, 2, 3].map(|k| (parity * 4 + k) * grid),
-            grid,
-        );
-        [a, b, c, d]
+        let starts = [0, 1, 2, 3].map(|k| (parity * 4 + k) * grid);
+        four_runs(&mut self.quarters, starts, grid)
     }
 
     /// Spreads one `[H, W]` plane over the grids.
@@ -394,9 +384,9 @@ impl Planes {
         for (y, line) in plane.chunks_exact(width).enumerate() {
             let padded_row = y + 1;
             let row = padded_row / 2 * across;
-            let [first, second, third, fourth] = self.quarters(padded_row % 2);
-            let [first, second, third, fourth] =
-                [first, second, third, fourth].map(|grid| &mut grid[row..][..across]);
+            let [first, second, third, fourth] = self
+                .quarters(padded_row % 2)
+                .map(|grid| &mut grid[row..][..across]);
             // x = 2j and 2j + 1: padded columns 2j + 1 and 2j + 2, the second and third of
             // tile j (the third stays zero past an odd width).
             let (pairs, last) = line.as_chunks::<2>();
@@ -420,134 +410,91 @@ impl Planes {
         &self.half[(k * 2 + parity) * grid..][..grid]
     }
 
-    /// V = Bᵀ d B of every 4×4 input tile of one image (tile (i, j) starts at row 2i − 1,
-    /// column 2j − 1; zeros outside the image), into `v` laid out `[16][C_in][columns]`, this
-    /// image's tiles from column `first`.
-    fn transform_input(
+    /// V = Bᵀ d B of every 4×4 input tile of a group's images `[C_in, H, W]` each (tile (i, j)
+    /// starts at row 2i − 1, column 2j − 1; zeros outside the image), into `v` laid out
+    /// `[16][C_in][columns]`, image n's tiles from column n·tiles.
+    fn transform_input(&mut self, images: &[f32], cin: usize, v: &mut [f32], columns: usize) {
+        self.transform(images, cin, v, columns, bt);
+    }
+
+    /// dM = A dY Aᵀ of every 2×2 tile of a group's output gradients `[C_out, H, W]` each (zeros
+    /// outside the image), into `dm` laid out like [`transform_input`](Self::transform_input)'s
+    /// V: the adjoint of [`transform_output`](Self::transform_output)'s Aᵀ M A. Tile (i, j)'s
+    /// pixels are padded rows and columns 2i + 1, 2i + 2 and 2j + 1, 2j + 2, the middle two of
+    /// the four an input tile reads, so it is the input transform with A on those two.
+    fn transform_gradient(&mut self, images: &[f32], cout: usize, dm: &mut [f32], columns: usize) {
+        self.transform(images, cout, dm, columns, a_of_middle);
+    }
+
+    /// `one_d` along every tile's rows, then down its columns, each reading a tile's four
+    /// padded rows or columns 2i .. 2i + 3.
+    fn transform(
         &mut self,
-        image: &[f32],
-        cin: usize,
-        v: &mut [f32],
+        images: &[f32],
+        channels: usize,
+        out: &mut [f32],
         columns: usize,
-        first: usize,
+        one_d: impl Fn([f32; 4]) -> [f32; 4],
     ) {
         simd::vectorized(
             #[inline(always)]
-            || self.input_tiles(image, cin, v, columns, first),
+            || self.transform_tiles(images, channels, out, columns, one_d),
         )
     }
 
     #[inline(always)]
-    fn input_tiles(
+    fn transform_tiles(
         &mut self,
-        image: &[f32],
-        cin: usize,
-        v: &mut [f32],
+        images: &[f32],
+        channels: usize,
+        out: &mut [f32],
         columns: usize,
-        first: usize,
+        one_d: impl Fn([f32; 4]) -> [f32; 4],
     ) {
         let (across, tiles, grid) = (self.across, self.tiles(), self.grid());
-        for (c, plane) in image.chunks_exact(self.height * self.width).enumerate() {
+        let planes = images.chunks_exact(self.height * self.width);
+        for (index, plane) in planes.enumerate() {
+            let (image, c) = (index / channels, index % channels);
             self.spread(plane);
-            // Bᵀ along every padded row: half[k][parity] at (row, j).
+            // Along every padded row: half[k][parity] at (row, j).
             for parity in 0..2 {
                 let quarter = |k: usize| &self.quarters[(parity * 4 + k) * grid..][..grid];
                 let (d0, d1, d2, d3) = (quarter(0), quarter(1), quarter(2), quarter(3));
                 let starts = [0, 1, 2, 3].map(|k| (k * 2 + parity) * grid);
                 let [h0, h1, h2, h3] = four_runs(&mut self.half, starts, grid);
                 for g in 0..grid {
-                    [h0[g], h1[g], h2[g], h3[g]] = bt([d0[g], d1[g], d2[g], d3[g]]);
+                    [h0[g], h1[g], h2[g], h3[g]] = one_d([d0[g], d1[g], d2[g], d3[g]]);
                 }
             }
-            // Bᵀ down the columns: tile (i, j)'s rows 2i .. 2i + 3 are parities 0, 1, 0, 1 at
-            // grid rows i, i, i + 1, i + 1. Position (r, k) of V.
+            // Down the columns: tile (i, j)'s rows 2i .. 2i + 3 are parities 0, 1, 0, 1 at grid
+            // rows i, i, i + 1, i + 1. Position (r, k) of the result.
             for k in 0..4 {
                 let (even, odd) = (self.half(k, 0), self.half(k, 1));
                 let (h0, h1) = (&even[..tiles], &odd[..tiles]);
                 let (h2, h3) = (&even[across..][..tiles], &odd[across..][..tiles]);
-                let at = |r: usize| ((r * 4 + k) * cin + c) * columns + first;
-                let [out0, out1, out2, out3] = four_runs(v, [0, 1, 2, 3].map(at), tiles);
+                let at = |r: usize| ((r * 4 + k) * channels + c) * columns + image * tiles;
+                let [out0, out1, out2, out3] = four_runs(out, [0, 1, 2, 3].map(at), tiles);
                 for t in 0..tiles {
-                    out0[t] = h0[t] - h2[t];
-                    out1[t] = h1[t] + h2[t];
-                    out2[t] = h2[t] - h1[t];
-                    out3[t] = h1[t] - h3[t];
+                    [out0[t], out1[t], out2[t], out3[t]] = one_d([h0[t], h1[t], h2[t], h3[t]]);
                 }
             }
         }
     }
 
-    /// dM = A dY Aᵀ of every 2×2 tile of one image's output gradient `[C_out, H, W]` (zeros
-    /// outside the image), into `dm` laid out `[16][C_out][columns]`, this image's tiles from
-    /// column `first`: the adjoint of [`transform_output`](Self::transform_output)'s Aᵀ M A,
-    /// with A = [[1, 0], [1, 1], [1, −1], [0, −1]].
-    fn transform_gradient(
-        &mut self,
-        image: &[f32],
-        cout: usize,
-        dm: &mut [f32],
-        columns: usize,
-        first: usize,
-    ) {
-        simd::vectorized(
-            #[inline(always)]
-            || self.gradient_tiles(image, cout, dm, columns, first),
-        )
-    }
-
-    #[inline(always)]
-    fn gradient_tiles(
-        &mut self,
-        image: &[f32],
-        cout: usize,
-        dm: &mut [f32],
-        columns: usize,
-        first: usize,
-    ) {
-        let (across, tiles, grid) = (self.across, self.tiles(), self.grid());
-        for (o, plane) in image.chunks_exact(self.height * self.width).enumerate() {
-            self.spread(plane);
-            // A along every padded row: a tile's pixels are its padded columns 2j + 1, 2j + 2.
-            for parity in 0..2 {
-                let quarter = |k: usize| &self.quarters[(parity * 4 + k) * grid..][..grid];
-                let (p, q) = (quarter(1), quarter(2));
-                let starts = [0, 1, 2, 3].map(|k| (k * 2 + parity) * grid);
-                let [t0, t1, t2, t3] = four_runs(&mut self.half, starts, grid);
-                for g in 0..grid {
-                    [t0[g], t1[g], t2[g], t3[g]] = [p[g], p[g] + q[g], p[g] - q[g], -q[g]];
-                }
-            }
-            // A down the columns: tile (i, j)'s rows are padded rows 2i + 1 (parity 1, grid row
-            // i) and 2i + 2 (parity 0, grid row i + 1). Position (r, k) of dM.
-            for k in 0..4 {
-                let top = &self.half(k, 1)[..tiles];
-                let bottom = &self.half(k, 0)[across..][..tiles];
-                let at = |r: usize| ((r * 4 + k) * cout + o) * columns + first;
-                let [out0, out1, out2, out3] = four_runs(dm, [0, 1, 2, 3].map(at), tiles);
-                for t in 0..tiles {
-                    out0[t] = top[t];
-                    out1[t] = top[t] + bottom[t];
-                    out2[t] = top[t] - bottom[t];
-                    out3[t] = -bottom[t];
-                }
-            }
-        }
-    }
-
-    /// y = Aᵀ M A + bias for every tile of one image, from `m` laid out `[16][C_out][columns]`
-    /// (this image's tiles from column `first`), written where the tile lies inside the image.
+    /// y = Aᵀ M A + bias for every tile of a group's images `[C_out, H, W]` each, from `m` laid
+    /// out `[16][C_out][columns]` (image n's tiles from column n·tiles), written where the tile
+    /// lies inside the image.
     fn transform_output(
         &mut self,
         m: &[f32],
         cout: usize,
         columns: usize,
-        first: usize,
         bias: &[f32],
-        image: &mut [f32],
+        images: &mut [f32],
     ) {
         simd::vectorized(
             #[inline(always)]
-            || self.output_tiles(m, cout, columns, first, bias, image),
+            || self.output_tiles(m, cout, columns, bias, images),
         )
     }
 
@@ -557,12 +504,12 @@ impl Planes {
         m: &[f32],
         cout: usize,
         columns: usize,
-        first: usize,
         bias: &[f32],
-        image: &mut [f32],
+        images: &mut [f32],
     ) {
         let (height, width, across, tiles) = (self.height, self.width, self.across, self.tiles());
-        for (o, plane) in image.chunks_exact_mut(height * width).enumerate() {
+        for (index, plane) in images.chunks_exact_mut(height * width).enumerate() {
+            let (first, o) = (index / cout * tiles, index % cout);
             // Aᵀ down M's columns: each tile's two output rows, half[k][row] over the tiles.
             for k in 0..4 {
                 let at_xi = |r: usize| &m[((r * 4 + k) * cout + o) * columns + first..][..tiles];
