@@ -113,5 +113,38 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5.000_000_1e-1;
     let p = p * r * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2ⁿ from n + 127 in the low mantissa bits of n + 127 + ROUND, shifted into the exponent:
+    // float arithmetic only, since `as i32` saturates and would not vectorise on x86.
+    p * f32::from_bits((n + (ROUND + 127.0)).to_bits() << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std_across_the_range_and_saturates_outside_it() {
+        // Every 1/64 from −87 to 88, and the points around 2ⁿ's integer steps.
+        let mut worst = 0f32;
+        for i in -87 * 64..=88 * 64 {
+            for x in [i as f32 / 64.0, (i as f32 / 64.0 + 1e-3).min(88.0)] {
+                let (ours, reference) = (exp(x), x.exp());
+                worst = worst.max(((ours - reference) / reference).abs());
+            }
+        }
+        assert!(worst < 4.0 * f32::EPSILON, "worst relative error {worst}");
+        assert_eq!(exp(-200.0), exp(-87.0));
+        assert_eq!(exp(200.0), exp(88.0));
+        assert!(exp(f32::NEG_INFINITY) > 0.0 && exp(f32::INFINITY).is_finite());
+    }
+
+    #[test]
+    fn sigmoid_is_the_logistic_function() {
+        let mut values: Vec<f32> = (-400..=400).map(|i| i as f32 / 8.0).collect();
+        let expected: Vec<f32> = values.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
+        sigmoid_in_place(&mut values);
+        for (ours, reference) in values.iter().zip(&expected) {
+            assert!((ours - reference).abs() <= 1e-6, "{ours} against {reference}");
+        }
+    }
 }
