@@ -323,6 +323,7 @@ fn burn_ops_path_matches_burn() {
             stride: 2,
             padding: 1,
         });
+        check_upsample(4, 3, 5, [3, 5]);
     });
     use_gendi_kernels(true);
     result.unwrap();
@@ -376,6 +377,9 @@ fn upsample_conv_as_four_phases_matches_conv_of_the_upsampled_image() {
     check_upsample(16, 64, 64, [14, 14]);
     check_upsample(1, 3, 5, [5, 4]);
     check_upsample(3, 2, 7, [1, 1]);
+    // Through the phases (batch ≥ 4) at odd sizes and a single pixel.
+    check_upsample(5, 3, 5, [5, 3]);
+    check_upsample(4, 2, 7, [1, 1]);
 }
 
 /// Shapes for Winograd's F(2×2, 3×3), (batch, C_in, C_out, height, width): those

@@ -79,7 +79,41 @@ impl<B: KernelBackend> Backward<B, 3> for GroupNormBackward {
     }
 }
 
+/// The interleave's gradient is the gradient image cut back into its phases.
+#[derive(Debug)]
+struct InterleaveBackward;
+
+impl<B: KernelBackend> Backward<B, 4> for InterleaveBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (p00, p01, p10, p11) = B::deinterleave_phases(grads.consume::<B>(&ops.node));
+        for (node, grad) in ops.parents.into_iter().zip([p00, p01, p10, p11]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn interleave_phases(
+        p00: FloatTensor<Self>,
+        p01: FloatTensor<Self>,
+        p10: FloatTensor<Self>,
+        p11: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        InterleaveBackward
+            .prepare::<C>([p00.node(), p01.node(), p10.node(), p11.node()])
+            .compute_bound()
+            .stateless(B::interleave_phases(
+                p00.into_primitive(),
+                p01.into_primitive(),
+                p10.into_primitive(),
+                p11.into_primitive(),
+            ))
+    }
+
     fn group_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -4,6 +4,7 @@
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Shape, TensorMetadata};
+use burn::tensor::Slice;
 
 use super::GroupNormOptions;
 
@@ -147,4 +148,34 @@ pub fn group_norm_backward<B: Backend>(
     );
     let dx = B::float_reshape(B::float_mul(dx, rstd), shape);
     (dx, gamma_grad, beta_grad)
+}
+
+/// `[B, C, H, W]` × 4 → `[B, C, 2H, 2W]`, `phases[2r + c]` at pixels (2i + r, 2j + c): each phase
+/// as `[B, C, H, 1, W, 1]`, joined along the column parity, then the row parity.
+pub fn interleave_phases<B: Backend>(phases: [FloatTensor<B>; 4]) -> FloatTensor<B> {
+    let shape = phases[0].shape();
+    let [batch, channels, height, width] = [shape[0], shape[1], shape[2], shape[3]];
+    let [p00, p01, p10, p11] = phases
+        .map(|phase| B::float_reshape(phase, Shape::from([batch, channels, height, 1, width, 1])));
+    let rows = [[p00, p01], [p10, p11]].map(|columns| B::float_cat(columns.to_vec(), 5));
+    B::float_reshape(
+        B::float_cat(rows.to_vec(), 3),
+        Shape::from([batch, channels, 2 * height, 2 * width]),
+    )
+}
+
+/// The inverse of [`interleave_phases`]: `[B, C, 2H, 2W]` → the phases 00, 01, 10, 11.
+pub fn deinterleave_phases<B: Backend>(image: FloatTensor<B>) -> [FloatTensor<B>; 4] {
+    let shape = image.shape();
+    let [batch, channels, height, width] = [shape[0], shape[1], shape[2] / 2, shape[3] / 2];
+    let split = B::float_reshape(image, Shape::from([batch, channels, height, 2, width, 2]));
+    std::array::from_fn(|phase| {
+        let mut slices = [Slice::full(); 6];
+        slices[3] = Slice::index((phase / 2) as isize);
+        slices[5] = Slice::index((phase % 2) as isize);
+        B::float_reshape(
+            B::float_slice(split.clone(), &slices),
+            Shape::from([batch, channels, height, width]),
+        )
+    })
 }

@@ -9,6 +9,7 @@ use burn::tensor::{DType, TensorData};
 
 use super::conv::{Conv2dShape, conv2d_backward, conv2d_forward};
 use super::norm::{GroupNormShape, group_norm_backward, group_norm_forward};
+use super::upsample::{deinterleave, interleave};
 use super::{GroupNormOptions, KernelBackend, composite, gendi_kernels_enabled};
 
 impl KernelBackend for Flex {
@@ -46,6 +47,40 @@ impl KernelBackend for Flex {
             tensor(grads.weight, weight_shape),
             tensor(grads.bias, vec![shape.channels_out]),
         )
+    }
+
+    fn interleave_phases(
+        p00: FlexTensor,
+        p01: FlexTensor,
+        p10: FlexTensor,
+        p11: FlexTensor,
+    ) -> FlexTensor {
+        let phases = [p00, p01, p10, p11];
+        let shape = phases[0].shape().to_vec();
+        let same = phases
+            .iter()
+            .all(|p| p.dtype() == DType::F32 && p.shape().to_vec() == shape);
+        if !gendi_kernels_enabled() || !same || shape.len() != 4 {
+            return composite::interleave_phases::<Flex>(phases);
+        }
+        let (height, width) = (shape[2], shape[3]);
+        let values = phases.each_ref().map(f32s);
+        let image = interleave(values.each_ref().map(|v| &v[..]), height, width);
+        tensor(image, vec![shape[0], shape[1], 2 * height, 2 * width])
+    }
+
+    fn deinterleave_phases(image: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
+        let shape = image.shape().to_vec();
+        let even = shape.len() == 4 && shape[2] % 2 == 0 && shape[3] % 2 == 0;
+        if !gendi_kernels_enabled() || image.dtype() != DType::F32 || !even {
+            let [a, b, c, d] = composite::deinterleave_phases::<Flex>(image);
+            return (a, b, c, d);
+        }
+        let (height, width) = (shape[2] / 2, shape[3] / 2);
+        let phase_shape = vec![shape[0], shape[1], height, width];
+        let [a, b, c, d] =
+            deinterleave(&f32s(&image), height, width).map(|v| tensor(v, phase_shape.clone()));
+        (a, b, c, d)
     }
 
     fn group_norm(
@@ -144,7 +179,6 @@ fn kernel_shape(
     })
 }
 
-/// The tensor's values as a contiguous f32 slice (copied only when it is strided).
 /// The tensor's f32 values, in a contiguous copy only when it is strided (one copy, kept for the
 /// kernel's whole call).
 fn f32s(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {

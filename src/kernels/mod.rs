@@ -9,7 +9,7 @@
 //!   fused backward.
 //!
 //! One file per op family: [`conv`], [`norm`] (GroupNorm with SiLU fused), `upsample` (nearest
-//! ×2 then a 3×3 convolution, as four 2×2 convolutions). The GEMM and the threading loops live
+//! ×2 then a 3×3 convolution, as four 2×2 convolutions whose outputs are interleaved). The GEMM and the threading loops live
 //! apart from them ([`matmul`], [`parallel`]).
 
 #[cfg(not(target_family = "wasm"))]
@@ -67,6 +67,33 @@ pub trait KernelBackend: Backend {
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         composite::conv2d_backward::<Self>(x, weight, output_grad, options)
+    }
+
+    /// Four phase images `[B, C, H, W]` interleaved into one `[B, C, 2H, 2W]`: `phase_rc` holds
+    /// the pixels (2i + r, 2j + c). The last step of [`upsample_conv3x3`].
+    #[fusion(default)]
+    fn interleave_phases(
+        phase_00: FloatTensor<Self>,
+        phase_01: FloatTensor<Self>,
+        phase_10: FloatTensor<Self>,
+        phase_11: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composite::interleave_phases::<Self>([phase_00, phase_01, phase_10, phase_11])
+    }
+
+    /// The inverse of [`interleave_phases`](Self::interleave_phases), and so its gradient:
+    /// `[B, C, 2H, 2W]` into the four phases `[B, C, H, W]`, in the order 00, 01, 10, 11.
+    #[fusion(default)]
+    fn deinterleave_phases(
+        image: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let [a, b, c, d] = composite::deinterleave_phases::<Self>(image);
+        (a, b, c, d)
     }
 
     /// GroupNorm with affine γ and β, then SiLU when `options.silu`; see [`group_norm_silu`].

@@ -144,7 +144,10 @@ mod tests {
         let expected: Vec<f32> = values.iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect();
         sigmoid_in_place(&mut values);
         for (ours, reference) in values.iter().zip(&expected) {
-            assert!((ours - reference).abs() <= 1e-6, "{ours} against {reference}");
+            assert!(
+                (ours - reference).abs() <= 1e-6,
+                "{ours} against {reference}"
+            );
         }
     }
 }
