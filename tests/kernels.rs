@@ -377,7 +377,7 @@ fn upsample_conv_as_four_phases_matches_conv_of_the_upsampled_image() {
     check_upsample(16, 64, 64, [14, 14]);
     check_upsample(1, 3, 5, [5, 4]);
     check_upsample(3, 2, 7, [1, 1]);
-    // Through the phases (batch ≥ 4) at odd sizes and a single pixel.
+    // Odd sizes, and a single pixel.
     check_upsample(5, 3, 5, [5, 3]);
     check_upsample(4, 2, 7, [1, 1]);
 }
