@@ -4,7 +4,7 @@
 //! only the input.
 
 use super::parallel;
-use super::simd::{dot, sigmoid_in_place, sum, sum_of_squares_about};
+use super::simd::{self, dot, sigmoid, sum, sum_of_squares_about};
 
 /// The geometry of a GroupNorm over NCHW data.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -70,48 +70,50 @@ pub fn group_norm_forward(
 ) -> Vec<f32> {
     shape.check(x, gamma, beta);
     let mut output = parallel::zeroed(x.len());
-    let cpg = shape.channels_per_group();
     parallel::for_each_chunk(
         &mut output,
         shape.image_len(),
         || (),
         |_, b, out| {
             let image = &x[b * shape.image_len()..(b + 1) * shape.image_len()];
-            for (g, (group, out)) in image
-                .chunks(shape.group_len())
-                .zip(out.chunks_mut(shape.group_len()))
-                .enumerate()
-            {
-                let (mean, rstd) = shape.statistics(group);
-                for (c, (src, dst)) in group
-                    .chunks(shape.pixels)
-                    .zip(out.chunks_mut(shape.pixels))
-                    .enumerate()
-                {
-                    let channel = g * cpg + c;
-                    let scale = gamma[channel] * rstd;
-                    let shift = beta[channel] - mean * scale;
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d = s * scale + shift;
-                    }
-                    if shape.silu {
-                        silu_in_place(dst);
-                    }
-                }
-            }
+            simd::vectorized(
+                #[inline(always)]
+                || normalize_image(shape, image, gamma, beta, out),
+            )
         },
     );
     output
 }
 
-fn silu_in_place(values: &mut [f32]) {
-    let mut gate = [0f32; 64];
-    for chunk in values.chunks_mut(64) {
-        let gate = &mut gate[..chunk.len()];
-        gate.copy_from_slice(chunk);
-        sigmoid_in_place(gate);
-        for (v, s) in chunk.iter_mut().zip(gate.iter()) {
-            *v *= s;
+/// One image of [`group_norm_forward`], in one loop per channel (the affine map and SiLU
+/// together), compiled inside [`simd::vectorized`].
+#[inline(always)]
+fn normalize_image(
+    shape: &GroupNormShape,
+    image: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    out: &mut [f32],
+) {
+    let cpg = shape.channels_per_group();
+    let groups = image.chunks(shape.group_len());
+    for (g, (group, out)) in groups.zip(out.chunks_mut(shape.group_len())).enumerate() {
+        let (mean, rstd) = shape.statistics(group);
+        let channels = group.chunks(shape.pixels).zip(out.chunks_mut(shape.pixels));
+        for (c, (src, dst)) in channels.enumerate() {
+            let channel = g * cpg + c;
+            let scale = gamma[channel] * rstd;
+            let shift = beta[channel] - mean * scale;
+            if shape.silu {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    let y = s * scale + shift;
+                    *d = y * sigmoid(y);
+                }
+            } else {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s * scale + shift;
+                }
+            }
         }
     }
 }
@@ -152,57 +154,62 @@ pub fn group_norm_backward(
         shape.image_len(),
         init,
         |(gamma_grad, beta_grad, xhat), b, dx_b| {
-            let range = b * shape.image_len()..(b + 1) * shape.image_len();
-            let (image, dy_b) = (&x[range.clone()], &dy[range]);
-            for (g, ((group, dy_g), dx_g)) in image
-                .chunks(shape.group_len())
-                .zip(dy_b.chunks(shape.group_len()))
-                .zip(dx_b.chunks_mut(shape.group_len()))
-                .enumerate()
-            {
-                let (mean, rstd) = shape.statistics(group);
-                // Pass 1: dz into dx, the per-channel sums, and the group's two means.
-                let (mut mean_dxhat, mut mean_dxhat_xhat) = (0f32, 0f32);
-                for (c, ((src, dy_c), dz)) in group
-                    .chunks(pixels)
-                    .zip(dy_g.chunks(pixels))
-                    .zip(dx_g.chunks_mut(pixels))
-                    .enumerate()
-                {
-                    let channel = g * cpg + c;
-                    for (h, s) in xhat.iter_mut().zip(src) {
-                        *h = (s - mean) * rstd;
-                    }
-                    if shape.silu {
-                        for (z, h) in dz.iter_mut().zip(xhat.iter()) {
-                            *z = gamma[channel] * h + beta[channel];
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    let range = b * shape.image_len()..(b + 1) * shape.image_len();
+                    let (image, dy_b) = (&x[range.clone()], &dy[range]);
+                    for (g, ((group, dy_g), dx_g)) in image
+                        .chunks(shape.group_len())
+                        .zip(dy_b.chunks(shape.group_len()))
+                        .zip(dx_b.chunks_mut(shape.group_len()))
+                        .enumerate()
+                    {
+                        let (mean, rstd) = shape.statistics(group);
+                        // Pass 1: dz into dx, the per-channel sums, and the group's two means.
+                        let (mut mean_dxhat, mut mean_dxhat_xhat) = (0f32, 0f32);
+                        for (c, ((src, dy_c), dz)) in group
+                            .chunks(pixels)
+                            .zip(dy_g.chunks(pixels))
+                            .zip(dx_g.chunks_mut(pixels))
+                            .enumerate()
+                        {
+                            let channel = g * cpg + c;
+                            for (h, s) in xhat.iter_mut().zip(src) {
+                                *h = (s - mean) * rstd;
+                            }
+                            if shape.silu {
+                                for (z, h) in dz.iter_mut().zip(xhat.iter()) {
+                                    *z = gamma[channel] * h + beta[channel];
+                                }
+                                silu_backward_in_place(dz, dy_c);
+                            } else {
+                                dz.copy_from_slice(dy_c);
+                            }
+                            let dz_sum = sum(dz);
+                            let dz_xhat: f32 = dot(dz, xhat);
+                            gamma_grad[channel] += dz_xhat;
+                            beta_grad[channel] += dz_sum;
+                            mean_dxhat += gamma[channel] * dz_sum;
+                            mean_dxhat_xhat += gamma[channel] * dz_xhat;
                         }
-                        silu_backward_in_place(dz, dy_c);
-                    } else {
-                        dz.copy_from_slice(dy_c);
+                        let n = group.len() as f32;
+                        let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat / n, mean_dxhat_xhat / n);
+                        // Pass 2: dx = (γ·dz − mean(dx̂) − x̂·mean(dx̂·x̂))/σ.
+                        for (c, (src, d)) in group
+                            .chunks(pixels)
+                            .zip(dx_g.chunks_mut(pixels))
+                            .enumerate()
+                        {
+                            let g_c = gamma[g * cpg + c];
+                            for (d, s) in d.iter_mut().zip(src) {
+                                let h = (s - mean) * rstd;
+                                *d = (g_c * *d - mean_dxhat - h * mean_dxhat_xhat) * rstd;
+                            }
+                        }
                     }
-                    let dz_sum = sum(dz);
-                    let dz_xhat: f32 = dot(dz, xhat);
-                    gamma_grad[channel] += dz_xhat;
-                    beta_grad[channel] += dz_sum;
-                    mean_dxhat += gamma[channel] * dz_sum;
-                    mean_dxhat_xhat += gamma[channel] * dz_xhat;
-                }
-                let n = group.len() as f32;
-                let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat / n, mean_dxhat_xhat / n);
-                // Pass 2: dx = (γ·dz − mean(dx̂) − x̂·mean(dx̂·x̂))/σ.
-                for (c, (src, d)) in group
-                    .chunks(pixels)
-                    .zip(dx_g.chunks_mut(pixels))
-                    .enumerate()
-                {
-                    let g_c = gamma[g * cpg + c];
-                    for (d, s) in d.iter_mut().zip(src) {
-                        let h = (s - mean) * rstd;
-                        *d = (g_c * *d - mean_dxhat - h * mean_dxhat_xhat) * rstd;
-                    }
-                }
-            }
+                },
+            )
         },
         |mut a, b| {
             for (s, o) in a.0.iter_mut().zip(&b.0) {
@@ -223,14 +230,10 @@ pub fn group_norm_backward(
 
 /// `z` holds the pre-activation on entry and d(loss)/dz on return, given dy:
 /// d silu(z)/dz = s·(1 + z·(1 − s)), s = sigmoid(z).
+#[inline(always)]
 fn silu_backward_in_place(z: &mut [f32], dy: &[f32]) {
-    let mut gate = [0f32; 64];
-    for (chunk, dy) in z.chunks_mut(64).zip(dy.chunks(64)) {
-        let gate = &mut gate[..chunk.len()];
-        gate.copy_from_slice(chunk);
-        sigmoid_in_place(gate);
-        for ((z, s), d) in chunk.iter_mut().zip(gate.iter()).zip(dy) {
-            *z = d * s * (1.0 + *z * (1.0 - s));
-        }
+    for (z, d) in z.iter_mut().zip(dy) {
+        let s = sigmoid(*z);
+        *z = d * s * (1.0 + *z * (1.0 - s));
     }
 }
