@@ -71,7 +71,7 @@ impl KernelBackend for Flex {
 
     fn deinterleave_phases(image: FlexTensor) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
         let shape = image.shape().to_vec();
-        let even = shape.len() == 4 && shape[2] % 2 == 0 && shape[3] % 2 == 0;
+        let even = shape.len() == 4 && shape[2].is_multiple_of(2) && shape[3].is_multiple_of(2);
         if !gendi_kernels_enabled() || image.dtype() != DType::F32 || !even {
             let [a, b, c, d] = composite::deinterleave_phases::<Flex>(image);
             return (a, b, c, d);

@@ -118,7 +118,7 @@ pub fn interleave(phases: [&[f32]; 4], height: usize, width: usize) -> Vec<f32> 
     let len = phases[0].len();
     let plane = height * width;
     assert!(
-        phases.iter().all(|p| p.len() == len) && len % plane.max(1) == 0,
+        phases.iter().all(|p| p.len() == len) && len.is_multiple_of(plane.max(1)),
         "interleave: the phases must be whole [H, W] planes of one size"
     );
     let mut image = parallel::zeroed(4 * len);
@@ -151,7 +151,7 @@ pub fn interleave(phases: [&[f32]; 4], height: usize, width: usize) -> Vec<f32> 
 pub fn deinterleave(image: &[f32], height: usize, width: usize) -> [Vec<f32>; 4] {
     let plane = height * width;
     assert!(
-        image.len() % (4 * plane).max(1) == 0,
+        image.len().is_multiple_of((4 * plane).max(1)),
         "deinterleave: the image must be whole [2H, 2W] planes"
     );
     let piece = planes_per_piece(plane);
