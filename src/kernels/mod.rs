@@ -9,8 +9,8 @@
 //!   fused backward.
 //!
 //! One file per op family: [`conv`], [`norm`] (GroupNorm with SiLU fused), `upsample` (nearest
-//! ×2 then a 3×3 convolution, as four 2×2 convolutions whose outputs are interleaved). The GEMM and the threading loops live
-//! apart from them ([`matmul`], [`parallel`]).
+//! ×2 then a 3×3 convolution, as four 2×2 convolutions whose outputs are interleaved). The GEMM
+//! and the threading loops live apart from them ([`matmul`], [`parallel`]).
 
 #[cfg(not(target_family = "wasm"))]
 mod autodiff;

@@ -3,6 +3,7 @@
 //! sums. The statistics are recomputed in the backward (two sums per group), so autodiff keeps
 //! only the input.
 
+use super::conv::add_into;
 use super::parallel;
 use super::simd::{self, dot, sigmoid, sum, sum_of_squares_about};
 
@@ -139,92 +140,99 @@ pub fn group_norm_backward(
 ) -> GroupNormGrads {
     shape.check(x, gamma, beta);
     assert_eq!(dy.len(), x.len(), "group norm: gradient size");
-    let cpg = shape.channels_per_group();
-    let pixels = shape.pixels;
-    let init = || {
-        (
-            vec![0f32; shape.channels],
-            vec![0f32; shape.channels],
-            vec![0f32; pixels],
-        )
+    let init = || GradientSums {
+        gamma: vec![0f32; shape.channels],
+        beta: vec![0f32; shape.channels],
+        xhat: vec![0f32; shape.pixels],
     };
     let mut dx = parallel::zeroed(x.len());
-    let (gamma_grad, beta_grad, _) = parallel::fold_chunks(
+    let sums = parallel::fold_chunks(
         &mut dx,
         shape.image_len(),
         init,
-        |(gamma_grad, beta_grad, xhat), b, dx_b| {
+        |sums, b, dx_b| {
+            let range = b * shape.image_len()..(b + 1) * shape.image_len();
+            let (image, dy_b) = (&x[range.clone()], &dy[range]);
             simd::vectorized(
                 #[inline(always)]
-                || {
-                    let range = b * shape.image_len()..(b + 1) * shape.image_len();
-                    let (image, dy_b) = (&x[range.clone()], &dy[range]);
-                    for (g, ((group, dy_g), dx_g)) in image
-                        .chunks(shape.group_len())
-                        .zip(dy_b.chunks(shape.group_len()))
-                        .zip(dx_b.chunks_mut(shape.group_len()))
-                        .enumerate()
-                    {
-                        let (mean, rstd) = shape.statistics(group);
-                        // Pass 1: dz into dx, the per-channel sums, and the group's two means.
-                        let (mut mean_dxhat, mut mean_dxhat_xhat) = (0f32, 0f32);
-                        for (c, ((src, dy_c), dz)) in group
-                            .chunks(pixels)
-                            .zip(dy_g.chunks(pixels))
-                            .zip(dx_g.chunks_mut(pixels))
-                            .enumerate()
-                        {
-                            let channel = g * cpg + c;
-                            for (h, s) in xhat.iter_mut().zip(src) {
-                                *h = (s - mean) * rstd;
-                            }
-                            if shape.silu {
-                                for (z, h) in dz.iter_mut().zip(xhat.iter()) {
-                                    *z = gamma[channel] * h + beta[channel];
-                                }
-                                silu_backward_in_place(dz, dy_c);
-                            } else {
-                                dz.copy_from_slice(dy_c);
-                            }
-                            let dz_sum = sum(dz);
-                            let dz_xhat: f32 = dot(dz, xhat);
-                            gamma_grad[channel] += dz_xhat;
-                            beta_grad[channel] += dz_sum;
-                            mean_dxhat += gamma[channel] * dz_sum;
-                            mean_dxhat_xhat += gamma[channel] * dz_xhat;
-                        }
-                        let n = group.len() as f32;
-                        let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat / n, mean_dxhat_xhat / n);
-                        // Pass 2: dx = (γ·dz − mean(dx̂) − x̂·mean(dx̂·x̂))/σ.
-                        for (c, (src, d)) in group
-                            .chunks(pixels)
-                            .zip(dx_g.chunks_mut(pixels))
-                            .enumerate()
-                        {
-                            let g_c = gamma[g * cpg + c];
-                            for (d, s) in d.iter_mut().zip(src) {
-                                let h = (s - mean) * rstd;
-                                *d = (g_c * *d - mean_dxhat - h * mean_dxhat_xhat) * rstd;
-                            }
-                        }
-                    }
-                },
+                || image_gradient(shape, image, gamma, beta, dy_b, dx_b, sums),
             )
         },
         |mut a, b| {
-            for (s, o) in a.0.iter_mut().zip(&b.0) {
-                *s += o;
-            }
-            for (s, o) in a.1.iter_mut().zip(&b.1) {
-                *s += o;
-            }
+            add_into(&mut a.gamma, &b.gamma);
+            add_into(&mut a.beta, &b.beta);
             a
         },
     );
     GroupNormGrads {
         x: dx,
-        gamma: gamma_grad,
-        beta: beta_grad,
+        gamma: sums.gamma,
+        beta: sums.beta,
+    }
+}
+
+/// A thread's running sums for [`group_norm_backward`] (γ's and β's gradients), and its x̂
+/// buffer for one channel.
+struct GradientSums {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    xhat: Vec<f32>,
+}
+
+/// One image of [`group_norm_backward`]: its dx, and its share of the γ and β gradients added
+/// to `sums`; compiled inside [`simd::vectorized`].
+#[inline(always)]
+fn image_gradient(
+    shape: &GroupNormShape,
+    image: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    sums: &mut GradientSums,
+) {
+    let (cpg, pixels, group_len) = (shape.channels_per_group(), shape.pixels, shape.group_len());
+    let xhat = &mut sums.xhat;
+    let groups = image.chunks(group_len).zip(dy.chunks(group_len));
+    for (g, ((group, dy_g), dx_g)) in groups.zip(dx.chunks_mut(group_len)).enumerate() {
+        let (mean, rstd) = shape.statistics(group);
+        // Pass 1: dz into dx, the per-channel sums, and the group's two means.
+        let (mut mean_dxhat, mut mean_dxhat_xhat) = (0f32, 0f32);
+        let channels = group.chunks(pixels).zip(dy_g.chunks(pixels));
+        for (c, ((src, dy_c), dz)) in channels.zip(dx_g.chunks_mut(pixels)).enumerate() {
+            let channel = g * cpg + c;
+            for (h, s) in xhat.iter_mut().zip(src) {
+                *h = (s - mean) * rstd;
+            }
+            if shape.silu {
+                for (z, h) in dz.iter_mut().zip(xhat.iter()) {
+                    *z = gamma[channel] * h + beta[channel];
+                }
+                silu_backward_in_place(dz, dy_c);
+            } else {
+                dz.copy_from_slice(dy_c);
+            }
+            let dz_sum = sum(dz);
+            let dz_xhat: f32 = dot(dz, xhat);
+            sums.gamma[channel] += dz_xhat;
+            sums.beta[channel] += dz_sum;
+            mean_dxhat += gamma[channel] * dz_sum;
+            mean_dxhat_xhat += gamma[channel] * dz_xhat;
+        }
+        let n = group.len() as f32;
+        let (mean_dxhat, mean_dxhat_xhat) = (mean_dxhat / n, mean_dxhat_xhat / n);
+        // Pass 2: dx = (γ·dz − mean(dx̂) − x̂·mean(dx̂·x̂))/σ.
+        for (c, (src, d)) in group
+            .chunks(pixels)
+            .zip(dx_g.chunks_mut(pixels))
+            .enumerate()
+        {
+            let g_c = gamma[g * cpg + c];
+            for (d, s) in d.iter_mut().zip(src) {
+                let h = (s - mean) * rstd;
+                *d = (g_c * *d - mean_dxhat - h * mean_dxhat_xhat) * rstd;
+            }
+        }
     }
 }
 

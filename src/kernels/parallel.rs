@@ -151,9 +151,10 @@ impl Drop for Scratch {
         let buffer = std::mem::take(&mut self.0);
         let mut pool = pool();
         pool.push(buffer);
-        if pool.len() > POOLED {
-            let shortest = (0..pool.len()).min_by_key(|&i| pool[i].len());
-            shortest.map(|i| pool.swap_remove(i));
+        if pool.len() > POOLED
+            && let Some(shortest) = (0..pool.len()).min_by_key(|&i| pool[i].len())
+        {
+            pool.swap_remove(shortest);
         }
     }
 }

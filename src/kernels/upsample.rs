@@ -67,17 +67,13 @@ fn fold_matrix() -> TensorData {
         _ => [0, 0, 1][tap],
     };
     let mut matrix = vec![0f32; 9 * 16];
-    for (t, u, phase) in taps_and_phases() {
-        let (r, c) = (phase / 2, phase % 2);
-        let (a, b) = (folds(r, t), folds(c, u));
-        matrix[(t * 3 + u) * 16 + 4 * phase + 2 * a + b] = 1.0;
+    for (t, u) in (0..3).flat_map(|t| (0..3).map(move |u| (t, u))) {
+        for phase in 0..4 {
+            let (a, b) = (folds(phase / 2, t), folds(phase % 2, u));
+            matrix[(t * 3 + u) * 16 + 4 * phase + 2 * a + b] = 1.0;
+        }
     }
     TensorData::new(matrix, [9, 16])
-}
-
-/// Every (row tap, column tap, phase).
-fn taps_and_phases() -> impl Iterator<Item = (usize, usize, usize)> {
-    (0..3).flat_map(|t| (0..3).flat_map(move |u| (0..4).map(move |phase| (t, u, phase))))
 }
 
 /// Four `[B, C, H, W]` phases into `[B, C, 2H, 2W]` through [`KernelBackend`].

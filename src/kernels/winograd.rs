@@ -125,11 +125,7 @@ pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f3
             let dm = &mut scratch.m[..XI * cout * columns];
             scratch.planes.transform_input(x, cin, v, columns);
             scratch.planes.transform_gradient(dy, cout, dm, columns);
-            let sums = partial.du.chunks_exact_mut(cout * cin);
-            for ((du, dm), v) in sums
-                .zip(dm.chunks_exact(cout * columns))
-                .zip(v.chunks_exact(cin * columns))
-            {
+            for (du, dm, v) in by_position(&mut partial.du, dm, v) {
                 let (dm, vt) = (
                     MatRef::row_major(dm, cout, columns),
                     MatRef::transposed(v, columns, cin),
@@ -236,11 +232,7 @@ impl Plan {
         let v = &mut scratch.v[..XI * cin * columns];
         let m = &mut scratch.m[..XI * cout * columns];
         scratch.planes.transform_input(x, cin, v, columns);
-        let products = m.chunks_exact_mut(cout * columns);
-        for ((m, u), v) in products
-            .zip(u.chunks_exact(cout * cin))
-            .zip(v.chunks_exact(cin * columns))
-        {
+        for (m, u, v) in by_position(m, u, v) {
             let (u, v) = (
                 MatRef::row_major(u, cout, cin),
                 MatRef::row_major(v, cin, columns),
@@ -551,6 +543,20 @@ impl Planes {
             }
         }
     }
+}
+
+/// The 16 GEMMs' operands: the blocks of `out`, `a` and `b` for each position ξ, all three
+/// laid out `[16][…]`.
+fn by_position<'a>(
+    out: &'a mut [f32],
+    a: &'a [f32],
+    b: &'a [f32],
+) -> impl Iterator<Item = (&'a mut [f32], &'a [f32], &'a [f32])> {
+    let blocks = |data: &'a [f32]| data.chunks_exact(data.len() / XI);
+    let out_len = out.len() / XI;
+    out.chunks_exact_mut(out_len)
+        .zip(blocks(a).zip(blocks(b)))
+        .map(|(out, (a, b))| (out, a, b))
 }
 
 /// Four disjoint runs of `len` values of `data`, starting at `starts` (increasing).
