@@ -62,7 +62,8 @@ export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium',
     headless: true,
-    args: CHROMIUM_ARGS,
+    // GENDI_CHROMIUM_ARGS adds flags for an experiment (e.g. V8's wasm tiering options).
+    args: [...CHROMIUM_ARGS, ...(process.env.GENDI_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
   });
 }
 
