@@ -21,6 +21,10 @@ fn run_dir(name: &str) -> PathBuf {
 
 /// `gendi train` on a small network, resuming when the run directory holds a checkpoint.
 fn train(dir: &Path, steps: u64) -> Command {
+    train_checkpointing(dir, steps, CHECKPOINT_EVERY)
+}
+
+fn train_checkpointing(dir: &Path, steps: u64, checkpoint_every: u64) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gendi"));
     command.args(["train", "--run-dir"]).arg(dir).args([
         "--steps",
@@ -32,7 +36,7 @@ fn train(dir: &Path, steps: u64) -> Command {
         "--limit",
         "256",
         "--checkpoint-every",
-        &CHECKPOINT_EVERY.to_string(),
+        &checkpoint_every.to_string(),
         "--sample-every",
         "0",
         "--quiet",
@@ -128,6 +132,47 @@ fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once()
         "loss.csv after {kills} kills"
     );
     eprintln!("killed {kills} times; finished at step {STEPS}");
+}
+
+/// Ctrl-C (SIGINT), then SIGTERM on the resumed run: each ends the run after the step in
+/// progress with a checkpoint of that step (none was due: they are 1000 steps apart), exits 130
+/// with a hint to resume, and the resumed run goes on from exactly there.
+#[test]
+fn ctrl_c_and_sigterm_stop_the_run_with_a_checkpoint_of_its_last_step() {
+    let dir = run_dir("signals");
+    let mut last = 0;
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut child = train_checkpointing(&dir, 1_000_000, 1000)
+            .spawn()
+            .expect("gendi runs");
+        // Start-up (MNIST, the network) then some steps of a few milliseconds each.
+        std::thread::sleep(Duration::from_secs(4));
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("gendi train still runs 60 s after signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(130), "signal {signal}: {stderr}");
+        assert!(
+            stderr.contains("stopped: steps") && stderr.contains("--resume"),
+            "{stderr}"
+        );
+        let step = checkpoint_step(&dir);
+        assert!(step > last, "no step after signal {signal}: {stderr}");
+        assert_eq!(
+            logged_steps(&dir),
+            (1..=step).collect::<Vec<_>>(),
+            "loss.csv after signal {signal}"
+        );
+        last = step;
+    }
 }
 
 #[test]

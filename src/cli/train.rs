@@ -1,6 +1,8 @@
 //! `gendi train`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 
@@ -111,6 +113,7 @@ fn load_train_data(dir: Option<PathBuf>, limit: Option<usize>) -> Result<Mnist, 
 }
 
 pub fn run(args: TrainArgs) -> Result<(), String> {
+    let stop_requested = stop_on_ctrl_c()?;
     let device = args.device.device.device()?;
     let data = load_train_data(args.data.clone(), args.limit)?;
     let options = RunOptions {
@@ -119,6 +122,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         sample_every: args.sample_every,
         progress: !args.quiet,
         stop_at: None,
+        stop_requested: Some(stop_requested),
     };
     let checkpoint_path = options.checkpoint_path();
     let steps_for = |batch: usize| match args.epochs {
@@ -211,7 +215,12 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
     let mean = |xs: &[f32]| xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len().max(1) as f64;
     let tail = &report.losses[report.losses.len().saturating_sub(100)..];
     eprintln!(
-        "done: steps {}→{}, mean loss of the last {} steps {:.4}, {:.1} images/s; checkpoint {}",
+        "{}: steps {}→{}, mean loss of the last {} steps {:.4}, {:.1} images/s; checkpoint {}",
+        if report.stopped_early {
+            "stopped"
+        } else {
+            "done"
+        },
         report.first_step,
         report.last_step,
         tail.len(),
@@ -219,7 +228,31 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         report.images_per_s,
         checkpoint_path.display()
     );
+    if report.stopped_early {
+        eprintln!(
+            "continue with: gendi train --run-dir {} --resume",
+            args.run_dir.display()
+        );
+        // The shell's code for a run ended by a signal, so that `train && export` stops here.
+        std::process::exit(130);
+    }
     Ok(())
+}
+
+/// A flag that the first Ctrl-C (or SIGTERM) sets: the run then stops after its current step and
+/// writes a checkpoint of it. A second one exits at once, keeping the last checkpoint.
+fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>, String> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    ctrlc::set_handler(move || {
+        if set.swap(true, Ordering::Relaxed) {
+            eprintln!("\ninterrupted again: exiting; the last checkpoint is kept");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step, with a checkpoint (Ctrl-C again to quit at once)");
+    })
+    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    Ok(flag)
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]

@@ -4,6 +4,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -102,6 +104,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop (after checkpointing) once this step is reached, as if killed there. For tests.
     pub stop_at: Option<u64>,
+    /// Set from elsewhere (the CLI's Ctrl-C handler) to end the run after the step in progress,
+    /// with a checkpoint of it.
+    pub stop_requested: Option<Arc<AtomicBool>>,
 }
 
 impl RunOptions {
@@ -112,7 +117,14 @@ impl RunOptions {
             sample_every: 1000,
             progress: true,
             stop_at: None,
+            stop_requested: None,
         }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop_requested
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 
     pub fn checkpoint_path(&self) -> PathBuf {
@@ -189,6 +201,8 @@ pub struct TrainReport {
     /// Loss of each step run, in order.
     pub losses: Vec<f32>,
     pub images_per_s: f64,
+    /// Whether the run ended early because `RunOptions::stop_requested` was set.
+    pub stopped_early: bool,
 }
 
 pub struct Trainer {
@@ -417,8 +431,9 @@ impl Trainer {
         let mut order_cache = None;
         let mut images = 0usize;
         let mut smoothed: Option<f64> = None;
+        let mut stopped_early = false;
 
-        while self.state.step < end {
+        while self.state.step < end && !stopped_early {
             let indices = self.batch_indices(data.len(), self.state.step, &mut order_cache);
             let loss = self.train_step(data, &indices);
             let step = self.state.step;
@@ -444,7 +459,8 @@ impl Trainer {
             bar.set_message(format!("loss {s:.4}  {speed:.0} img/s"));
 
             let due = |every: u64| every > 0 && step % every == 0;
-            if due(options.checkpoint_every) || step == end {
+            stopped_early = step < end && options.stop_requested();
+            if due(options.checkpoint_every) || step == end || stopped_early {
                 csv.flush().map_err(|e| io(&csv_path, e))?;
                 self.save_checkpoint(options)?;
                 // The curve so far, so a person can watch a long run.
@@ -464,6 +480,7 @@ impl Trainer {
             last_step: self.state.step,
             losses,
             images_per_s: images as f64 / seconds.max(1e-9),
+            stopped_early,
         })
     }
 
