@@ -22,7 +22,6 @@ use cli::{BenchArgs, ExportArgs, LossArgs};
     about = "GENDI: a denoising diffusion model (DDPM) for MNIST digits.\n\
 Trains on the CPU or a GPU, samples digits, and exports the weights the web page in www/ loads."
 )]
-
 struct Cli {
     #[command(subcommand)]
     command: Command,

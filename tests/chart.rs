@@ -87,10 +87,7 @@ fn labels_are_drawn_left_of_the_axis_and_nothing_breaks_without_data() {
     assert_eq!(text_width("0.020"), 5 * 12 - 2);
     for (steps, losses) in [(vec![1], vec![0.5]), (vec![1, 2], vec![f64::NAN, f64::NAN])] {
         let empty = loss_chart(&steps, &losses, 800, 400);
-        assert!(
-            empty.pixels.iter().any(|&p| p == 0),
-            "says there is nothing to draw"
-        );
+        assert!(empty.pixels.contains(&0), "says there is nothing to draw");
     }
 }
 

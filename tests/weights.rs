@@ -175,9 +175,7 @@ fn quantized_weights_in_another_scheme_are_refused_not_a_panic() {
     let config = UNetConfig::tiny();
     let model = config.init(&common::device()).map(&mut PerTensor);
     let bytes = model.into_record().into_bytes().unwrap().to_vec();
-    let err = weights::model_from_bytes(&config, &bytes, &common::device())
-        .err()
-        .expect("refused");
+    let err = weights::model_from_bytes(&config, &bytes, &common::device()).expect_err("refused");
     assert!(
         err.to_string()
             .contains("GENDI reads f32, f16 and 8-bit weights"),

@@ -168,7 +168,7 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
         .is_some()
     {
         let done = generation.steps_done();
-        if args.trajectory && done < total && done % (total / snapshots).max(1) == 0 {
+        if args.trajectory && done < total && done.is_multiple_of((total / snapshots).max(1)) {
             trajectory.push(read(generation.sample(), shown)?);
         }
         if args.gif.is_some() && gif_steps.binary_search(&(done - 1)).is_ok() {

@@ -137,7 +137,7 @@ fn norm_shape(
     }
     let channels = dims[1];
     let covered = options.groups > 0
-        && channels % options.groups == 0
+        && channels.is_multiple_of(options.groups)
         && gamma.shape().to_vec() == [channels]
         && beta.shape().to_vec() == [channels];
     covered.then(|| GroupNormShape {

@@ -35,7 +35,7 @@ impl GroupNormShape {
 
     fn check(&self, x: &[f32], gamma: &[f32], beta: &[f32]) {
         assert!(
-            self.groups > 0 && self.channels % self.groups == 0,
+            self.groups > 0 && self.channels.is_multiple_of(self.groups),
             "group norm: {} channels in {} groups",
             self.channels,
             self.groups

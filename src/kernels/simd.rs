@@ -106,7 +106,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 8.333_452e-3;
     let p = p * r + 4.166_579_6e-2;
     let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 5.000_000_1e-1;
+    let p = p * r + 5e-1;
     let p = p * r * r + r + 1.0;
     // 2ⁿ from n + 127 in the low mantissa bits of n + 127 + ROUND, shifted into the exponent:
     // float arithmetic only, since `as i32` saturates and would not vectorise on x86.

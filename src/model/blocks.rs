@@ -109,7 +109,7 @@ pub struct AttentionBlock {
 impl AttentionBlock {
     pub fn new(channels: usize, heads: usize, groups: usize, device: &Device) -> Self {
         assert!(
-            channels % heads == 0,
+            channels.is_multiple_of(heads),
             "attention: {channels} channels do not split into {heads} heads"
         );
         Self {

@@ -125,7 +125,7 @@ impl UNetConfig {
         within("embedding_dim", self.embedding_dim, 2, MAX_EMBEDDING_DIM)?;
         within("num_classes", self.num_classes, 0, MAX_CLASSES)?;
         let levels = self.channel_mults.len();
-        if self.image_size % (1 << (levels - 1)) != 0 {
+        if !self.image_size.is_multiple_of(1 << (levels - 1)) {
             return Err(format!(
                 "model.image_size {} does not halve {} times (one per level but the last)",
                 self.image_size,
@@ -142,13 +142,13 @@ impl UNetConfig {
         }
         for &mult in &self.channel_mults {
             let channels = self.base_channels * mult;
-            if self.groups == 0 || channels % self.groups != 0 {
+            if self.groups == 0 || !channels.is_multiple_of(self.groups) {
                 return Err(format!(
                     "model.groups is {}: it must divide every level's channels ({channels} here)",
                     self.groups
                 ));
             }
-            if self.attention_heads == 0 || channels % self.attention_heads != 0 {
+            if self.attention_heads == 0 || !channels.is_multiple_of(self.attention_heads) {
                 return Err(format!(
                     "model.attention_heads is {}: it must divide every level's channels ({channels} here)",
                     self.attention_heads

@@ -458,7 +458,7 @@ impl Trainer {
             bar.set_position(step);
             bar.set_message(format!("loss {s:.4}  {speed:.0} img/s"));
 
-            let due = |every: u64| every > 0 && step % every == 0;
+            let due = |every: u64| every > 0 && step.is_multiple_of(every);
             stopped_early = step < end && options.stop_requested();
             if due(options.checkpoint_every) || step == end || stopped_early {
                 csv.flush().map_err(|e| io(&csv_path, e))?;
