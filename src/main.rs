@@ -35,7 +35,8 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Train the U-Net on MNIST (resumable; writes checkpoints, loss.csv, sample grids, loss.png).
+    /// Train the U-Net on MNIST (resumable; writes checkpoints, loss.csv, sample grids, loss.png;
+    /// Ctrl-C stops it after the current step with a checkpoint).
     Train(TrainArgs),
     /// Generate digits from exported weights (www/weights) or a training checkpoint.
     Sample(SampleArgs),
