@@ -64,7 +64,7 @@ enum Command {
 fn main() -> ExitCode {
     keep_freed_memory();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Data { dir } => {
             let dir = dir.unwrap_or_else(data::default_data_dir);
@@ -88,7 +88,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Train(args) => cli::train::run(args),
+        Command::Train(args) => return cli::train::run(args),
         Command::Sample(args) => cli::sample::sample(args),
         Command::Forward(args) => cli::sample::forward(args),
         Command::Export(args) => cli::run_export(args),
@@ -98,6 +98,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Bench(args) => cli::run_bench(args),
         Command::Loss(args) => cli::run_loss(args),
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 /// burn-flex allocates and frees large buffers in every op. glibc's malloc returns big ones to

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use gendi::native::checkpoint::Checkpoint;
@@ -60,6 +60,18 @@ fn logged_steps(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The child's exit status if it ends within `time`, else `None` (it keeps running).
+fn wait_within(child: &mut Child, time: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + time;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
 fn checkpoint_step(dir: &Path) -> u64 {
     match Checkpoint::load(&dir.join("checkpoint.gendi")) {
         Ok(checkpoint) => checkpoint.state.step,
@@ -85,16 +97,7 @@ fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once()
         let mut child = train(&dir, STEPS).spawn().expect("gendi runs");
         // Kill at a random moment: during start-up, a step, or a checkpoint write.
         let window = 150 + rng.below(900) as u64 + 1000 * stalled;
-        let deadline = Instant::now() + Duration::from_millis(window);
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                finished = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        match finished {
+        match wait_within(&mut child, Duration::from_millis(window)) {
             Some(status) => {
                 let output = child.wait_with_output().unwrap();
                 assert!(
@@ -149,13 +152,9 @@ fn ctrl_c_and_sigterm_stop_the_run_with_a_checkpoint_of_its_last_step() {
         std::thread::sleep(Duration::from_secs(4));
         // SAFETY: kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                child.kill().unwrap();
-                panic!("gendi train still runs 60 s after signal {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if wait_within(&mut child, Duration::from_secs(60)).is_none() {
+            child.kill().unwrap();
+            panic!("gendi train still runs 60 s after signal {signal}");
         }
         let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -1,6 +1,7 @@
 //! `gendi train`.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -112,7 +113,9 @@ fn load_train_data(dir: Option<PathBuf>, limit: Option<usize>) -> Result<Mnist, 
     Ok(mnist)
 }
 
-pub fn run(args: TrainArgs) -> Result<(), String> {
+/// Trains; exits 130 (the shell's code for a run ended by a signal) when Ctrl-C stopped the run
+/// early, so that `train && export` stops there.
+pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
     let stop_requested = stop_on_ctrl_c()?;
     let device = args.device.device.device()?;
     let data = load_train_data(args.data.clone(), args.limit)?;
@@ -212,15 +215,12 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         args.run_dir.display()
     );
     let report = trainer.run(&data, &options).map_err(|e| e.to_string())?;
+    let stopped_early = report.last_step < trainer.state.config.steps;
     let mean = |xs: &[f32]| xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len().max(1) as f64;
     let tail = &report.losses[report.losses.len().saturating_sub(100)..];
     eprintln!(
         "{}: steps {}→{}, mean loss of the last {} steps {:.4}, {:.1} images/s; checkpoint {}",
-        if report.stopped_early {
-            "stopped"
-        } else {
-            "done"
-        },
+        if stopped_early { "stopped" } else { "done" },
         report.first_step,
         report.last_step,
         tail.len(),
@@ -228,15 +228,14 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         report.images_per_s,
         checkpoint_path.display()
     );
-    if report.stopped_early {
-        eprintln!(
-            "continue with: gendi train --run-dir {} --resume",
-            args.run_dir.display()
-        );
-        // The shell's code for a run ended by a signal, so that `train && export` stops here.
-        std::process::exit(130);
+    if !stopped_early {
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(())
+    eprintln!(
+        "continue with: gendi train --run-dir {} --resume",
+        args.run_dir.display()
+    );
+    Ok(ExitCode::from(130))
 }
 
 /// A flag that the first Ctrl-C (or SIGTERM) sets: the run then stops after its current step and

@@ -201,8 +201,6 @@ pub struct TrainReport {
     /// Loss of each step run, in order.
     pub losses: Vec<f32>,
     pub images_per_s: f64,
-    /// Whether the run ended early because `RunOptions::stop_requested` was set.
-    pub stopped_early: bool,
 }
 
 pub struct Trainer {
@@ -480,7 +478,6 @@ impl Trainer {
             last_step: self.state.step,
             losses,
             images_per_s: images as f64 / seconds.max(1e-9),
-            stopped_early,
         })
     }
 
