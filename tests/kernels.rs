@@ -382,9 +382,9 @@ fn upsample_conv_as_four_phases_matches_conv_of_the_upsampled_image() {
     check_upsample(4, 2, 7, [1, 1]);
 }
 
-/// Shapes for Winograd's F(2×2, 3×3), (batch, C_in, C_out, height, width): those
-/// `conv2d_forward` sends it (many tiles, several groups of images) and those it does not (odd
-/// sizes, images narrower than a tile, channel counts that are not multiples of the SIMD width).
+/// Shapes for Winograd's tilings, (batch, C_in, C_out, height, width): those `conv2d_forward`
+/// sends them (many tiles, several groups of images) and those it does not (odd sizes, images
+/// narrower than a tile, channel counts that are not multiples of the SIMD width).
 const WINOGRAD_SHAPES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 32, 32, 28, 28),
     (9, 8, 16, 28, 28),
@@ -415,7 +415,13 @@ fn winograd_case(
     (shape, x, weight)
 }
 
-/// Winograd's forward against im2col + GEMM on the same random input.
+/// Both tilings.
+const TILINGS: [gendi::kernels::winograd::Tiling; 2] = [
+    gendi::kernels::winograd::Tiling::F2x2,
+    gendi::kernels::winograd::Tiling::F4x4,
+];
+
+/// Winograd's forward, in both tilings, against im2col + GEMM on the same random input.
 #[test]
 fn winograd_conv3x3_matches_im2col() {
     use gendi::kernels::conv::conv2d_forward;
@@ -427,13 +433,15 @@ fn winograd_conv3x3_matches_im2col() {
         gendi::kernels::use_winograd(false);
         let expected = conv2d_forward(&shape, &x, &weight, &bias);
         gendi::kernels::use_winograd(true);
-        let actual = conv3x3_forward(&shape, &x, &weight, &bias);
-        assert_slices_close(&format!("{shape:?}"), &actual, &expected);
+        for tiling in TILINGS {
+            let actual = conv3x3_forward(&shape, tiling, &x, &weight, &bias);
+            assert_slices_close(&format!("{tiling:?} {shape:?}"), &actual, &expected);
+        }
     }
 }
 
-/// Winograd's three gradients against im2col + GEMM's, for the same random input and output
-/// gradient.
+/// Winograd's three gradients, in both tilings, against im2col + GEMM's, for the same random
+/// input and output gradient.
 #[test]
 fn winograd_conv3x3_gradients_match_im2col() {
     use gendi::kernels::conv::conv2d_backward;
@@ -445,11 +453,14 @@ fn winograd_conv3x3_gradients_match_im2col() {
         gendi::kernels::use_winograd(false);
         let expected = conv2d_backward(&shape, &x, &weight, &dy);
         gendi::kernels::use_winograd(true);
-        let actual = conv3x3_backward(&shape, &x, &weight, &dy);
-        assert_slices_close(&format!("input gradient {shape:?}"), &actual.x, &expected.x);
-        let what = format!("weight gradient {shape:?}");
-        assert_slices_close(&what, &actual.weight, &expected.weight);
-        let what = format!("bias gradient {shape:?}");
-        assert_slices_close(&what, &actual.bias, &expected.bias);
+        for tiling in TILINGS {
+            let actual = conv3x3_backward(&shape, tiling, &x, &weight, &dy);
+            let what = format!("{tiling:?} input gradient {shape:?}");
+            assert_slices_close(&what, &actual.x, &expected.x);
+            let what = format!("{tiling:?} weight gradient {shape:?}");
+            assert_slices_close(&what, &actual.weight, &expected.weight);
+            let what = format!("{tiling:?} bias gradient {shape:?}");
+            assert_slices_close(&what, &actual.bias, &expected.bias);
+        }
     }
 }

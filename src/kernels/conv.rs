@@ -2,8 +2,8 @@
 //! one pass over the batch. Each image is unrolled (im2col) into a `[C_in·k_h·k_w, H_out·W_out]`
 //! matrix held in a per-thread buffer, then one GEMM does the work; images are spread over the
 //! threads. 1×1 stride-1 convolutions skip the unrolling: the image already is that matrix.
-//! 3×3 stride-1 convolutions over enough tiles go to `winograd.rs` (2.25× fewer multiplications),
-//! forward and backward.
+//! 3×3 stride-1 convolutions over enough tiles go to `winograd.rs` (2.25× or 4× fewer
+//! multiplications), forward and backward.
 
 use super::matmul::{MatRef, Threads, gemm};
 use super::{parallel, winograd};
@@ -107,8 +107,8 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
     assert_eq!(x.len(), shape.batch * shape.in_len(), "conv2d: input size");
     assert_eq!(weight.len(), shape.weight_len(), "conv2d: weight size");
     assert_eq!(bias.len(), shape.channels_out, "conv2d: bias size");
-    if winograd::applies(shape) {
-        return winograd::conv3x3_forward(shape, x, weight, bias);
+    if let Some(tiling) = winograd::tiling(shape) {
+        return winograd::conv3x3_forward(shape, tiling, x, weight, bias);
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
     let group = shape.images_per_gemm(pixels);
@@ -222,8 +222,8 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         shape.batch * shape.out_len(),
         "conv2d: gradient size"
     );
-    if winograd::applies(shape) {
-        return winograd::conv3x3_backward(shape, x, weight, dy);
+    if let Some(tiling) = winograd::tiling(shape) {
+        return winograd::conv3x3_backward(shape, tiling, x, weight, dy);
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
     let group = shape.images_per_gemm(pixels);

@@ -137,7 +137,7 @@ std::thread_local! {
 }
 
 /// Switches 3×3 stride-1 convolutions called from this thread, forward and backward, between
-/// Winograd's F(2×2, 3×3) (the default) and im2col + GEMM, as every other convolution runs: for
+/// Winograd's F(4×4, 3×3) or F(2×2, 3×3) (the default) and im2col + GEMM, as every other convolution runs: for
 /// benchmarks and tests that compare the two (`gendi bench --kernels im2col`).
 pub fn use_winograd(enabled: bool) {
     USE_WINOGRAD.with(|flag| flag.set(enabled));

@@ -1,42 +1,105 @@
-//! 3×3, stride-1, padding-1 convolutions by Winograd's minimal filtering F(2×2, 3×3) (Lavin &
-//! Gray 2016): each 2×2 output tile comes from a 4×4 input tile with 16 multiplications per
-//! channel pair instead of 36. In matrix form, for an input tile d, a kernel g and one output
-//! tile y:
+//! 3×3, stride-1, padding-1 convolutions by Winograd's minimal filtering F(m×m, 3×3) (Lavin &
+//! Gray 2016): each m×m output tile comes from an n×n input tile, n = m + 2, with n²
+//! multiplications per channel pair instead of 9m². In matrix form, for an input tile d, a
+//! kernel g and one output tile y:
 //!
 //!   V = Bᵀ d B,  U = G g Gᵀ,  M = Σ_c U ⊙ V,  y = Aᵀ M A,
 //!
-//! and the sum over input channels of the 16 element-wise products is 16 GEMMs,
+//! and the sum over input channels of the n² element-wise products is n² GEMMs,
 //! `M[ξ] = U[ξ] · V[ξ]` with U[ξ] `[C_out, C_in]` and V[ξ] `[C_in, tiles]`, one per position ξ
-//! of the 4×4 transformed tile. A group of images shares each GEMM, as in `conv.rs`. The
-//! backward ([`conv3x3_backward`]) reuses the same transforms and GEMMs.
+//! of the transformed tile. A group of images shares each GEMM, as in `conv.rs`. The backward
+//! ([`conv3x3_backward`]) reuses the same transforms and GEMMs.
+//!
+//! Two tilings (`winograd/tilings.rs`): F(4×4, 3×3), whose 6×6 input tiles make 36 GEMMs of
+//! 2.25 transformed values per output pixel, and F(2×2, 3×3), whose 4×4 tiles make 16 GEMMs of
+//! 4 values per pixel but with four times the columns. F(4×4) does fewer multiply-adds and
+//! moves less memory wherever its GEMMs stay wide enough; see [`Tiling::for_shape`].
+
+mod tilings;
 
 use super::conv::{Conv2dGrads, Conv2dShape, GEMM_COLUMNS, add_into};
 use super::matmul::{MatRef, Threads, gemm};
 use super::{parallel, simd};
+use tilings::{F2, F4, Transforms};
 
-/// Positions of a transformed 4×4 tile.
-const XI: usize = 16;
+/// Which of the two tilings a convolution runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiling {
+    /// F(2×2, 3×3).
+    F2x2,
+    /// F(4×4, 3×3).
+    F4x4,
+}
 
-/// Tiles (images × 2×2 output tiles) below which the 16 GEMMs are too thin to pay for the
-/// transforms. Measured natively (`gendi bench`, 7 alternated rounds): with every 3×3 stride-1
-/// convolution on this path, batch 16 sampled in 84–96 ms a step against 85–106 ms for im2col,
-/// but batch 1, whose 14×14 and 7×7 levels make 49 and 16 tiles, was 5–10% slower.
-const MIN_TILES: usize = 256;
+/// GEMM columns (a group's tiles, counted over the batch up to one group) below which a tiling
+/// does not pay for its transforms.
+///
+/// Measured natively with F(2×2) only (`gendi bench`, 7 alternated rounds): batch 16 sampled in
+/// 84–96 ms a step against 85–106 ms for im2col, but batch 1, whose 14×14 and 7×7 levels make
+/// 49 and 16 tiles, was 5–10% slower. F(4×4)'s 36 GEMMs are thinner still: at batch 16 its
+/// 7×7 level makes 64 columns, and ran 10–20% slower there than F(2×2)'s 256.
+const MIN_COLUMNS: usize = 256;
+
+/// F(4×4) only where it transforms at most this fraction of F(2×2)'s values: 0.5625 where the
+/// side is a multiple of 4 or is 7, but 0.73 at 14×14, whose last tiles are half empty. There,
+/// at batch 64, its backward took 10.3–10.4 ms against 7.8–9.2 for F(2×2) (64 → 64 channels,
+/// two alternated rounds), the forward about the same.
+const MAX_F4X4_VALUES: f64 = 0.6;
+
+impl Tiling {
+    /// F(4×4) where its GEMMs have [`MIN_COLUMNS`] and it saves enough ([`MAX_F4X4_VALUES`]),
+    /// else F(2×2) where its GEMMs have [`MIN_COLUMNS`], else none (im2col). Decided on the
+    /// batch, not on the groups the threads get, so that any number of threads takes the same
+    /// path and gives the same bits.
+    pub fn for_shape(shape: &Conv2dShape) -> Option<Self> {
+        let values = |tiling: Self| (tiling.tiles(shape) * tiling.positions()) as f64;
+        let wide = |tiling: Self| {
+            let tiles = tiling.tiles(shape);
+            GEMM_COLUMNS.div_ceil(tiles.max(1)).min(shape.batch) * tiles >= MIN_COLUMNS
+        };
+        if wide(Self::F4x4) && values(Self::F4x4) <= MAX_F4X4_VALUES * values(Self::F2x2) {
+            Some(Self::F4x4)
+        } else if wide(Self::F2x2) {
+            Some(Self::F2x2)
+        } else {
+            None
+        }
+    }
+
+    /// Tiles of one image of `shape`.
+    fn tiles(self, shape: &Conv2dShape) -> usize {
+        shape.height.div_ceil(self.side()) * shape.width.div_ceil(self.side())
+    }
+
+    /// Positions of a transformed tile: the GEMMs per convolution.
+    fn positions(self) -> usize {
+        (self.side() + 2).pow(2)
+    }
+
+    /// Side of an output tile.
+    fn side(self) -> usize {
+        match self {
+            Self::F2x2 => 2,
+            Self::F4x4 => 4,
+        }
+    }
+}
 
 /// Whether `shape` is a convolution this module computes: 3×3, stride 1, padding 1.
 pub fn computes(shape: &Conv2dShape) -> bool {
     shape.kernel == [3, 3] && shape.stride == [1, 1] && shape.padding == [(1, 1), (1, 1)]
 }
 
-/// Whether [`conv2d_forward`](super::conv::conv2d_forward) and
-/// [`conv2d_backward`](super::conv::conv2d_backward) should come here: Winograd is on for this
-/// thread ([`use_winograd`](super::use_winograd)), and `shape` is one this module computes, with
-/// enough tiles in the batch (up to one group's worth). Decided on the batch, not on the groups
-/// the threads get, so that any number of threads takes the same path and gives the same bits.
-pub(super) fn applies(shape: &Conv2dShape) -> bool {
-    let tiles = shape.height.div_ceil(2) * shape.width.div_ceil(2);
-    let images = GEMM_COLUMNS.div_ceil(tiles.max(1)).min(shape.batch);
-    super::winograd_enabled() && computes(shape) && images * tiles >= MIN_TILES
+/// The tiling [`conv2d_forward`](super::conv::conv2d_forward) and
+/// [`conv2d_backward`](super::conv::conv2d_backward) should run `shape` with, if any: Winograd is
+/// on for this thread ([`use_winograd`](super::use_winograd)), `shape` is one this module
+/// computes, and [`Tiling::for_shape`] has one for it.
+pub(super) fn tiling(shape: &Conv2dShape) -> Option<Tiling> {
+    if super::winograd_enabled() && computes(shape) {
+        Tiling::for_shape(shape)
+    } else {
+        None
+    }
 }
 
 /// `y = conv(x, weight) + bias` for a shape this module [`computes`].
@@ -46,12 +109,51 @@ pub(super) fn applies(shape: &Conv2dShape) -> bool {
 ///   - weight: [channels_out, channels_in, 3, 3]
 ///   - bias: [channels_out]
 ///   - output: [batch, channels_out, height, width]
-pub fn conv3x3_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
-    let plan = Plan::new(shape);
+pub fn conv3x3_forward(
+    shape: &Conv2dShape,
+    tiling: Tiling,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    match tiling {
+        Tiling::F2x2 => forward::<2, 4, F2>(shape, x, weight, bias),
+        Tiling::F4x4 => forward::<4, 6, F4>(shape, x, weight, bias),
+    }
+}
+
+/// The gradients of [`conv3x3_forward`] given the output's gradient `dy`.
+///
+/// - dX is itself a 3×3 stride-1 padding-1 convolution, of dY with the kernel flipped and its
+///   channel axes swapped, so it runs through the same GEMMs.
+/// - dW comes from the adjoint of the forward's last steps: with V the transformed input tiles
+///   and dM = A dY Aᵀ the transformed gradient tiles (an m×m tile of dY to n×n),
+///   dU[ξ] = Σ_tiles dM[ξ] · V[ξ]ᵀ (GEMMs whose inner dimension is the tiles), and
+///   dW = Gᵀ dU G for every channel pair.
+pub fn conv3x3_backward(
+    shape: &Conv2dShape,
+    tiling: Tiling,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+) -> Conv2dGrads {
+    match tiling {
+        Tiling::F2x2 => backward::<2, 4, F2>(shape, x, weight, dy),
+        Tiling::F4x4 => backward::<4, 6, F4>(shape, x, weight, dy),
+    }
+}
+
+fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> Vec<f32> {
+    let plan = Plan::<M, N, T>::new(shape);
     assert_eq!(x.len(), plan.in_len * shape.batch, "winograd: input size");
     assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
     assert_eq!(bias.len(), shape.channels_out, "winograd: bias size");
-    let u = transformed_weights(weight, shape.channels_out, shape.channels_in);
+    let u = transformed_weights::<M, N, T>(weight, shape.channels_out, shape.channels_in);
     let mut output = parallel::zeroed(shape.batch * plan.out_len);
     parallel::for_each_chunk(
         &mut output,
@@ -73,16 +175,13 @@ pub fn conv3x3_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f
     output
 }
 
-/// The gradients of [`conv3x3_forward`] given the output's gradient `dy`.
-///
-/// - dX is itself a 3×3 stride-1 padding-1 convolution, of dY with the kernel flipped and its
-///   channel axes swapped, so it runs through the same 16 GEMMs.
-/// - dW comes from the adjoint of the forward's last steps: with V the transformed input tiles
-///   and dM = A dY Aᵀ the transformed gradient tiles (a 2×2 tile of dY to 4×4),
-///   dU[ξ] = Σ_tiles dM[ξ] · V[ξ]ᵀ (16 GEMMs whose inner dimension is the tiles), and
-///   dW = Gᵀ dU G for every channel pair.
-pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32]) -> Conv2dGrads {
-    let plan = Plan::new(shape);
+fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+) -> Conv2dGrads {
+    let plan = Plan::<M, N, T>::new(shape);
     let (cin, cout) = (shape.channels_in, shape.channels_out);
     assert_eq!(x.len(), plan.in_len * shape.batch, "winograd: input size");
     assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
@@ -91,21 +190,21 @@ pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f3
         plan.out_len * shape.batch,
         "winograd: gradient size"
     );
-    let u_flipped = transformed_weights(&flipped(weight, cout, cin), cin, cout);
+    let u_flipped = transformed_weights::<M, N, T>(&flipped(weight, cout, cin), cin, cout);
     let no_bias = vec![0f32; cin];
     let pixels = shape.height * shape.width;
 
-    struct Partial {
+    struct Partial<S> {
         du: Vec<f32>,
         bias: Vec<f32>,
-        scratch: Scratch,
+        scratch: S,
     }
     let mut dx = parallel::zeroed(shape.batch * plan.in_len);
     let sums = parallel::fold_chunks(
         &mut dx,
         plan.group * plan.in_len,
         || Partial {
-            du: vec![0f32; XI * cout * cin],
+            du: vec![0f32; N * N * cout * cin],
             bias: vec![0f32; cout],
             scratch: plan.scratch(),
         },
@@ -121,11 +220,11 @@ pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f3
                 }
             }
             let columns = plan.columns(x, cin);
-            let v = &mut scratch.v[..XI * cin * columns];
-            let dm = &mut scratch.m[..XI * cout * columns];
+            let v = &mut scratch.v[..N * N * cin * columns];
+            let dm = &mut scratch.m[..N * N * cout * columns];
             scratch.planes.transform_input(x, cin, v, columns);
             scratch.planes.transform_gradient(dy, cout, dm, columns);
-            for (du, dm, v) in by_position(&mut partial.du, dm, v) {
+            for (du, dm, v) in by_position(N * N, &mut partial.du, dm, v) {
                 let (dm, vt) = (
                     MatRef::row_major(dm, cout, columns),
                     MatRef::transposed(v, columns, cin),
@@ -141,14 +240,14 @@ pub fn conv3x3_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f3
     );
     Conv2dGrads {
         x: dx,
-        weight: untransformed_gradient(&sums.du, cout, cin),
+        weight: untransformed_gradient::<M, N, T>(&sums.du, cout, cin),
         bias: sums.bias,
     }
 }
 
-/// How one convolution's batch is cut into groups of images that share the 16 GEMMs.
-struct Plan {
-    planes: Planes,
+/// How one convolution's batch is cut into groups of images that share the GEMMs.
+struct Plan<const M: usize, const N: usize, T> {
+    planes: Planes<M, N, T>,
     tiles: usize,
     group: usize,
     threads: Threads,
@@ -157,15 +256,15 @@ struct Plan {
     channels: [usize; 2],
 }
 
-/// One piece of work's buffers: transformed tiles `[16][channels][columns]` of the GEMMs'
+/// One piece of work's buffers: transformed tiles `[n²][channels][columns]` of the GEMMs'
 /// right-hand side and of their product, and the plane buffers.
-struct Scratch {
+struct Scratch<const M: usize, const N: usize, T> {
     v: parallel::Scratch,
     m: parallel::Scratch,
-    planes: Planes,
+    planes: Planes<M, N, T>,
 }
 
-impl Plan {
+impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
     fn new(shape: &Conv2dShape) -> Self {
         assert!(
             computes(shape),
@@ -190,9 +289,9 @@ impl Plan {
     }
 
     /// Buffers for a group, large enough for either direction (dX swaps the channel counts).
-    fn scratch(&self) -> Scratch {
+    fn scratch(&self) -> Scratch<M, N, T> {
         let widest = self.channels[0].max(self.channels[1]);
-        let len = XI * widest * self.group * self.tiles;
+        let len = N * N * widest * self.group * self.tiles;
         Scratch {
             v: parallel::Scratch::new(len),
             m: parallel::Scratch::new(len),
@@ -218,10 +317,10 @@ impl Plan {
     }
 
     /// `out = conv(x, g) + bias` for a group of images, with `u` = G g Gᵀ laid out
-    /// `[16][C_out][C_in]` and `[C_in, C_out] = channels`.
+    /// `[n²][C_out][C_in]` and `[C_in, C_out] = channels`.
     fn convolve(
         &self,
-        scratch: &mut Scratch,
+        scratch: &mut Scratch<M, N, T>,
         u: &[f32],
         [cin, cout]: [usize; 2],
         x: &[f32],
@@ -229,10 +328,10 @@ impl Plan {
         out: &mut [f32],
     ) {
         let columns = self.columns(x, cin);
-        let v = &mut scratch.v[..XI * cin * columns];
-        let m = &mut scratch.m[..XI * cout * columns];
+        let v = &mut scratch.v[..N * N * cin * columns];
+        let m = &mut scratch.m[..N * N * cout * columns];
         scratch.planes.transform_input(x, cin, v, columns);
-        for (m, u, v) in by_position(m, u, v) {
+        for (m, u, v) in by_position(N * N, m, u, v) {
             let (u, v) = (
                 MatRef::row_major(u, cout, cin),
                 MatRef::row_major(v, cin, columns),
@@ -256,177 +355,203 @@ fn flipped(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     out
 }
 
-/// dW = Gᵀ dU G for every channel pair, from dU laid out `[16][C_out][C_in]`, to
-/// `[C_out, C_in, 3, 3]`. Gᵀ applied to four values: [a0 + ½(a1 + a2), ½(a1 − a2),
-/// ½(a1 + a2) + a3].
-fn untransformed_gradient(du: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let gt = |a: [f32; 4]| {
-        let (sum, difference) = (0.5 * (a[1] + a[2]), 0.5 * (a[1] - a[2]));
-        [a[0] + sum, difference, sum + a[3]]
-    };
-    let mut weight = vec![0f32; cout * cin * 9];
-    for (pair, g) in weight.chunks_exact_mut(9).enumerate() {
-        let at = |r: usize, k: usize| du[(r * 4 + k) * cout * cin + pair];
-        // Gᵀ dU: 3 × 4, one column of dU at a time.
-        let columns: [[f32; 3]; 4] =
-            std::array::from_fn(|k| gt([at(0, k), at(1, k), at(2, k), at(3, k)]));
-        for i in 0..3 {
-            // (Gᵀ dU) G: row i times G.
-            let row = gt([columns[0][i], columns[1][i], columns[2][i], columns[3][i]]);
-            g[i * 3..i * 3 + 3].copy_from_slice(&row);
-        }
-    }
-    weight
-}
-
-/// U = G g Gᵀ for every (output, input) channel pair, laid out `[16][C_out][C_in]`, with
-/// G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
-fn transformed_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let mut u = vec![0f32; XI * cout * cin];
-    let g_times = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-    for (pair, g) in weight.chunks_exact(9).enumerate() {
-        // G g: 4 × 3, one column of g at a time.
-        let columns: [[f32; 4]; 3] = std::array::from_fn(|j| g_times(g[j], g[3 + j], g[6 + j]));
-        for r in 0..4 {
-            // (G g) Gᵀ: row r of G g times Gᵀ.
-            let row = g_times(columns[0][r], columns[1][r], columns[2][r]);
-            for (c, value) in row.into_iter().enumerate() {
-                u[(r * 4 + c) * cout * cin + pair] = value;
+/// U = G g Gᵀ for every (output, input) channel pair, laid out `[n²][C_out][C_in]`.
+fn transformed_weights<const M: usize, const N: usize, T: Transforms<M, N>>(
+    weight: &[f32],
+    cout: usize,
+    cin: usize,
+) -> Vec<f32> {
+    let pairs = cout * cin;
+    let taps = transposed(weight, pairs, 9);
+    // G g, `[kernel column j][row r][pairs]`, then each of its rows times Gᵀ.
+    let mut g_g = vec![0f32; 3 * N * pairs];
+    let mut u = vec![0f32; N * N * pairs];
+    simd::vectorized(
+        #[inline(always)]
+        || {
+            for j in 0..3 {
+                let inputs = std::array::from_fn(|i| &taps[(i * 3 + j) * pairs..][..pairs]);
+                let starts = std::array::from_fn(|r| (j * N + r) * pairs);
+                map_lanes(inputs, runs(&mut g_g, starts, pairs), T::g);
             }
-        }
-    }
+            for r in 0..N {
+                let inputs = std::array::from_fn(|j| &g_g[(j * N + r) * pairs..][..pairs]);
+                let starts = std::array::from_fn(|c| (r * N + c) * pairs);
+                map_lanes(inputs, runs(&mut u, starts, pairs), T::g);
+            }
+        },
+    );
     u
 }
 
-/// Bᵀ applied to four values: Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]
-/// (the output transform's Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]] is written out where it is used).
-#[inline(always)]
-fn bt(d: [f32; 4]) -> [f32; 4] {
-    [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+/// dW = Gᵀ dU G for every channel pair, from dU laid out `[n²][C_out][C_in]`, to
+/// `[C_out, C_in, 3, 3]`.
+fn untransformed_gradient<const M: usize, const N: usize, T: Transforms<M, N>>(
+    du: &[f32],
+    cout: usize,
+    cin: usize,
+) -> Vec<f32> {
+    let pairs = cout * cin;
+    // Gᵀ dU, `[column k][row i][pairs]`, then each of its rows times G.
+    let mut gt_du = vec![0f32; N * 3 * pairs];
+    let mut taps = vec![0f32; 9 * pairs];
+    simd::vectorized(
+        #[inline(always)]
+        || {
+            for k in 0..N {
+                let inputs = std::array::from_fn(|r| &du[(r * N + k) * pairs..][..pairs]);
+                let starts = std::array::from_fn(|i| (k * 3 + i) * pairs);
+                map_lanes(inputs, runs(&mut gt_du, starts, pairs), T::gt);
+            }
+            for i in 0..3 {
+                let inputs = std::array::from_fn(|k| &gt_du[(k * 3 + i) * pairs..][..pairs]);
+                let starts = std::array::from_fn(|j| (i * 3 + j) * pairs);
+                map_lanes(inputs, runs(&mut taps, starts, pairs), T::gt);
+            }
+        },
+    );
+    transposed(&taps, 9, pairs)
 }
 
-/// A = [[1, 0], [1, 1], [1, −1], [0, −1]] applied to the middle two of four values: a 2×2
-/// gradient tile's pixels, which sit where an input tile's second and third values do.
-#[inline(always)]
-fn a_of_middle(d: [f32; 4]) -> [f32; 4] {
-    [d[1], d[1] + d[2], d[1] - d[2], -d[2]]
+/// `data` `[rows][cols]` as `[cols][rows]`: one pass per column, reading with stride `cols`
+/// and writing in order (for the weights' 9 taps, that reads each cache line 9 times but in
+/// order, where writing 9 interleaved runs was 3× slower).
+fn transposed(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for (c, column) in out.chunks_exact_mut(rows).enumerate() {
+        for (value, row) in column.iter_mut().zip(data.chunks_exact(cols)) {
+            *value = row[c];
+        }
+    }
+    out
 }
 
-/// One image plane's tiling, and the buffers the transforms work in: made once per piece of
-/// work and reused for every plane of every image in it.
+/// A group's tiling, and the buffers the transforms work in: made once per piece of work and
+/// reused for every channel of every group in it.
 ///
-/// A tile row's loops would run over 14, 7 or 4 tiles, shorter than one AVX-512 vector, so the
-/// transforms run over whole planes instead. Each plane is first spread over a zero-bordered
-/// grid of `down + 1` rows of `across` tiles per padded row parity, one grid per tile column
-/// offset: with padded pixel (p, q) (the image's (p − 1, q − 1)), the grids of parity p mod 2
-/// hold at (p / 2, j) the four columns 2j, 2j + 1, 2j + 2, 2j + 3 a tile row reads. Every
-/// transform step is then an element-wise loop over a grid or over the plane's tiles, and
+/// An image's tile rows would be 2 to 14 tiles long, shorter than one AVX-512 vector, so the
+/// transforms run over one channel of the whole group at a time, with the GEMMs' columns in the
+/// order (tile row i, image n, tile column j). Each plane is first spread over a zero-bordered
+/// grid of `down + 1` rows of `images × across` tiles per padded row residue mod M, one grid
+/// per tile column offset: with padded pixel (p, q) (the image's (p − 1, q − 1)), the grids of
+/// residue p mod M hold at (p / M, n, j) the n columns Mj .. Mj + n − 1 a tile row reads. Every
+/// transform step is then an element-wise loop over a grid or over the group's tiles, and
 /// compiled for the CPU's widest vectors.
-#[derive(Clone)]
-struct Planes {
+struct Planes<const M: usize, const N: usize, T> {
     height: usize,
     width: usize,
-    /// Tile rows, and tiles per row.
+    /// Tile rows, and tiles per row, of one image.
     down: usize,
     across: usize,
-    /// `[row parity][column offset 0..4][grid]`. Only cells inside the image are ever written,
-    /// so the rest stays zero.
-    quarters: Vec<f32>,
-    /// A plane half transformed, `[position along the row][row parity][grid]`.
+    /// Images the buffers are laid out for.
+    images: usize,
+    /// `[row residue 0..M][column offset 0..N][grid]`. Only cells inside an image are ever
+    /// written, so the rest stays zero (until the layout changes with the image count).
+    spread: Vec<f32>,
+    /// A channel half transformed, `[position along the row][row residue or output row][grid]`.
     half: Vec<f32>,
-    /// The output transform's result before it goes into the image: `[tile row][column][tile]`.
+    /// The output transform's result before it goes into the images: `[tile row][column][tile]`.
     pixels: Vec<f32>,
+    transforms: std::marker::PhantomData<fn() -> T>,
 }
 
-impl Planes {
+impl<const M: usize, const N: usize, T: Transforms<M, N>> Clone for Planes<M, N, T> {
+    fn clone(&self) -> Self {
+        Self::new(self.height, self.width)
+    }
+}
+
+impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
     fn new(height: usize, width: usize) -> Self {
-        let (down, across) = (height.div_ceil(2), width.div_ceil(2));
-        let grid = (down + 1) * across;
         Self {
+            transforms: std::marker::PhantomData,
             height,
             width,
-            down,
-            across,
-            quarters: vec![0.0; 8 * grid],
-            half: vec![0.0; 8 * grid],
-            pixels: vec![0.0; 4 * down * across],
+            down: height.div_ceil(M),
+            across: width.div_ceil(M),
+            images: 0,
+            spread: Vec::new(),
+            half: Vec::new(),
+            pixels: Vec::new(),
         }
     }
 
+    /// Tiles of one image.
     fn tiles(&self) -> usize {
         self.down * self.across
     }
 
+    /// Cells of one grid: `down + 1` rows of `images × across`.
     fn grid(&self) -> usize {
-        (self.down + 1) * self.across
+        (self.down + 1) * self.images * self.across
     }
 
-    /// Row parity `parity`'s four grids: padded columns 2j, 2j + 1, 2j + 2, 2j + 3 at j.
-    #[inline(always)]
-    fn quarters(&mut self, parity: usize) -> [&mut [f32]; 4] {
-        let grid = self.grid();
-        let starts = [0, 1, 2, 3].map(|k| (parity * 4 + k) * grid);
-        four_runs(&mut self.quarters, starts, grid)
-    }
-
-    /// Spreads one `[H, W]` plane over the grids.
-    #[inline(always)]
-    fn spread(&mut self, plane: &[f32]) {
-        let (width, across) = (self.width, self.across);
-        for (y, line) in plane.chunks_exact(width).enumerate() {
-            let padded_row = y + 1;
-            let row = padded_row / 2 * across;
-            let [first, second, third, fourth] = self
-                .quarters(padded_row % 2)
-                .map(|grid| &mut grid[row..][..across]);
-            // x = 2j and 2j + 1: padded columns 2j + 1 and 2j + 2, the second and third of
-            // tile j (the third stays zero past an odd width).
-            let (pairs, last) = line.as_chunks::<2>();
-            for ((s, t), pair) in second.iter_mut().zip(third.iter_mut()).zip(pairs) {
-                *s = pair[0];
-                *t = pair[1];
-            }
-            if let [value] = last {
-                second[pairs.len()] = *value;
-            }
-            // The same columns are the fourth of tile j − 1 and the first of tile j + 1.
-            fourth[..across - 1].copy_from_slice(&second[1..]);
-            first[1..].copy_from_slice(&third[..across - 1]);
+    /// Lays the buffers out for `images` images, zeroing the grids if that changes the layout.
+    fn lay_out(&mut self, images: usize) {
+        if images != self.images {
+            self.images = images;
+            let grid = self.grid();
+            self.spread = vec![0.0; M * N * grid];
+            self.half = vec![0.0; N * M * grid];
+            self.pixels = vec![0.0; M * M * images * self.tiles()];
         }
     }
 
-    /// `half`'s grid for position `k` along the row and row parity `parity`.
+    /// Spreads image `n`'s `[H, W]` plane over the grids.
     #[inline(always)]
-    fn half(&self, k: usize, parity: usize) -> &[f32] {
-        let grid = self.grid();
-        &self.half[(k * 2 + parity) * grid..][..grid]
+    fn spread(&mut self, n: usize, plane: &[f32]) {
+        let (width, across, grid) = (self.width, self.across, self.grid());
+        let row_len = self.images * across;
+        for (y, line) in plane.chunks_exact(width).enumerate() {
+            let padded_row = y + 1;
+            let (residue, row) = (padded_row % M, padded_row / M * row_len + n * across);
+            let starts = std::array::from_fn(|k| (residue * N + k) * grid + row);
+            let mut offsets = runs::<N>(&mut self.spread, starts, across);
+            // x = Mj .. Mj + M − 1: padded columns Mj + 1 .. Mj + M, offsets 1 to M of tile j (past
+            // the image's width they stay zero).
+            let (chunks, rest) = line.as_chunks::<M>();
+            for (k, offset) in offsets[1..=M].iter_mut().enumerate() {
+                for (cell, chunk) in offset.iter_mut().zip(chunks) {
+                    *cell = chunk[k];
+                }
+            }
+            for (k, value) in rest.iter().enumerate() {
+                offsets[1 + k][chunks.len()] = *value;
+            }
+            // Offset M + 1 of tile j − 1 is offset 1 of tile j; offset 0 of tile j + 1 is offset M
+            // of tile j.
+            let (inner, last) = offsets.split_at_mut(N - 1);
+            last[0][..across - 1].copy_from_slice(&inner[1][1..]);
+            let (first, inner) = inner.split_at_mut(1);
+            first[0][1..].copy_from_slice(&inner[M - 1][..across - 1]);
+        }
     }
 
-    /// V = Bᵀ d B of every 4×4 input tile of a group's images `[C_in, H, W]` each (tile (i, j)
-    /// starts at row 2i − 1, column 2j − 1; zeros outside the image), into `v` laid out
-    /// `[16][C_in][columns]`, image n's tiles from column n·tiles.
+    /// V = Bᵀ d B of every n×n input tile of a group's images `[C_in, H, W]` each (tile (i, j)
+    /// starts at row Mi − 1, column Mj − 1; zeros outside the image), into `v` laid out
+    /// `[n²][C_in][columns]`, the columns in the order (i, n, j).
     fn transform_input(&mut self, images: &[f32], cin: usize, v: &mut [f32], columns: usize) {
-        self.transform(images, cin, v, columns, bt);
+        self.transform(images, cin, v, columns, T::bt);
     }
 
-    /// dM = A dY Aᵀ of every 2×2 tile of a group's output gradients `[C_out, H, W]` each (zeros
+    /// dM = A dY Aᵀ of every m×m tile of a group's output gradients `[C_out, H, W]` each (zeros
     /// outside the image), into `dm` laid out like [`transform_input`](Self::transform_input)'s
     /// V: the adjoint of [`transform_output`](Self::transform_output)'s Aᵀ M A. Tile (i, j)'s
-    /// pixels are padded rows and columns 2i + 1, 2i + 2 and 2j + 1, 2j + 2, the middle two of
-    /// the four an input tile reads, so it is the input transform with A on those two.
+    /// pixels are padded rows Mi + 1 .. Mi + M and columns Mj + 1 .. Mj + M, the middle m of
+    /// the n an input tile reads, so it is the input transform with A on those.
     fn transform_gradient(&mut self, images: &[f32], cout: usize, dm: &mut [f32], columns: usize) {
-        self.transform(images, cout, dm, columns, a_of_middle);
+        self.transform(images, cout, dm, columns, T::a_of_middle);
     }
 
-    /// `one_d` along every tile's rows, then down its columns, each reading a tile's four
-    /// padded rows or columns 2i .. 2i + 3.
+    /// `one_d` along every tile's rows, then down its columns, each reading a tile's n
+    /// padded rows or columns Mi .. Mi + n − 1.
     fn transform(
         &mut self,
         images: &[f32],
         channels: usize,
         out: &mut [f32],
         columns: usize,
-        one_d: impl Fn([f32; 4]) -> [f32; 4],
+        one_d: impl Fn([f32; N]) -> [f32; N],
     ) {
         simd::vectorized(
             #[inline(always)]
@@ -441,40 +566,36 @@ impl Planes {
         channels: usize,
         out: &mut [f32],
         columns: usize,
-        one_d: impl Fn([f32; 4]) -> [f32; 4],
+        one_d: impl Fn([f32; N]) -> [f32; N],
     ) {
-        let (across, tiles, grid) = (self.across, self.tiles(), self.grid());
-        let planes = images.chunks_exact(self.height * self.width);
-        for (index, plane) in planes.enumerate() {
-            let (image, c) = (index / channels, index % channels);
-            self.spread(plane);
-            // Along every padded row: half[k][parity] at (row, j).
-            for parity in 0..2 {
-                let quarter = |k: usize| &self.quarters[(parity * 4 + k) * grid..][..grid];
-                let (d0, d1, d2, d3) = (quarter(0), quarter(1), quarter(2), quarter(3));
-                let starts = [0, 1, 2, 3].map(|k| (k * 2 + parity) * grid);
-                let [h0, h1, h2, h3] = four_runs(&mut self.half, starts, grid);
-                for g in 0..grid {
-                    [h0[g], h1[g], h2[g], h3[g]] = one_d([d0[g], d1[g], d2[g], d3[g]]);
-                }
+        let pixels = self.height * self.width;
+        self.lay_out(images.len() / (channels * pixels));
+        let (grid, row_len) = (self.grid(), self.images * self.across);
+        for c in 0..channels {
+            for n in 0..self.images {
+                self.spread(n, &images[(n * channels + c) * pixels..][..pixels]);
             }
-            // Down the columns: tile (i, j)'s rows 2i .. 2i + 3 are parities 0, 1, 0, 1 at grid
-            // rows i, i, i + 1, i + 1. Position (r, k) of the result.
-            for k in 0..4 {
-                let (even, odd) = (self.half(k, 0), self.half(k, 1));
-                let (h0, h1) = (&even[..tiles], &odd[..tiles]);
-                let (h2, h3) = (&even[across..][..tiles], &odd[across..][..tiles]);
-                let at = |r: usize| ((r * 4 + k) * channels + c) * columns + image * tiles;
-                let [out0, out1, out2, out3] = four_runs(out, [0, 1, 2, 3].map(at), tiles);
-                for t in 0..tiles {
-                    [out0[t], out1[t], out2[t], out3[t]] = one_d([h0[t], h1[t], h2[t], h3[t]]);
-                }
+            // Along every padded row: half[k][residue] at (row, n, j).
+            for residue in 0..M {
+                let inputs =
+                    std::array::from_fn(|k| &self.spread[(residue * N + k) * grid..][..grid]);
+                let starts = std::array::from_fn(|k| (k * M + residue) * grid);
+                map_lanes(inputs, runs(&mut self.half, starts, grid), &one_d);
+            }
+            // Down the columns: tile (i, n, j)'s row Mi + s is residue s mod M at grid row
+            // i + s / M. Position (r, k) of the result.
+            for k in 0..N {
+                let inputs = std::array::from_fn(|s| {
+                    &self.half[(k * M + s % M) * grid + s / M * row_len..][..columns]
+                });
+                let at = |r: usize| ((r * N + k) * channels + c) * columns;
+                map_lanes(inputs, runs(out, std::array::from_fn(at), columns), &one_d);
             }
         }
     }
 
     /// y = Aᵀ M A + bias for every tile of a group's images `[C_out, H, W]` each, from `m` laid
-    /// out `[16][C_out][columns]` (image n's tiles from column n·tiles), written where the tile
+    /// out `[n²][C_out][columns]` (the columns in the order (i, n, j)), written where the tile
     /// lies inside the image.
     fn transform_output(
         &mut self,
@@ -499,72 +620,120 @@ impl Planes {
         bias: &[f32],
         images: &mut [f32],
     ) {
-        let (height, width, across, tiles) = (self.height, self.width, self.across, self.tiles());
-        for (index, plane) in images.chunks_exact_mut(height * width).enumerate() {
-            let (first, o) = (index / cout * tiles, index % cout);
-            // Aᵀ down M's columns: each tile's two output rows, half[k][row] over the tiles.
-            for k in 0..4 {
-                let at_xi = |r: usize| &m[((r * 4 + k) * cout + o) * columns + first..][..tiles];
-                let (m0, m1, m2, m3) = (at_xi(0), at_xi(1), at_xi(2), at_xi(3));
-                let grid = self.grid();
-                let (top, bottom) = self.half[k * 2 * grid..][..2 * grid].split_at_mut(grid);
-                for t in 0..tiles {
-                    top[t] = m0[t] + m1[t] + m2[t];
-                    bottom[t] = m1[t] - m2[t] - m3[t];
-                }
+        let (height, width) = (self.height, self.width);
+        self.lay_out(images.len() / (cout * height * width));
+        let (across, grid) = (self.across, self.grid());
+        let row_len = self.images * across;
+        for o in 0..cout {
+            // Aᵀ down M's columns: each tile's m output rows, half[k][row] over the tiles.
+            for k in 0..N {
+                let inputs =
+                    std::array::from_fn(|r| &m[((r * N + k) * cout + o) * columns..][..columns]);
+                let starts = std::array::from_fn(|row| (k * M + row) * grid);
+                map_lanes(inputs, runs(&mut self.half, starts, columns), |x| {
+                    T::at(x, 0.0)
+                });
             }
-            // Aᵀ along each row, plus the bias: each tile's pixels (r, 0) and (r, 1).
-            let (b, grid) = (bias[o], self.grid());
-            for r in 0..2 {
-                let c = |k: usize| &self.half[(k * 2 + r) * grid..][..tiles];
-                let (c0, c1, c2, c3) = (c(0), c(1), c(2), c(3));
-                let (left, right) = self.pixels[2 * r * tiles..][..2 * tiles].split_at_mut(tiles);
-                for t in 0..tiles {
-                    left[t] = c0[t] + c1[t] + c2[t] + b;
-                    right[t] = c1[t] - c2[t] - c3[t] + b;
-                }
+            // Aᵀ along each row, plus the bias: each tile's pixels (row, 0 .. m − 1).
+            let b = bias[o];
+            for row in 0..M {
+                let inputs = std::array::from_fn(|k| &self.half[(k * M + row) * grid..][..columns]);
+                let starts = std::array::from_fn(|column| (row * M + column) * columns);
+                map_lanes(inputs, runs(&mut self.pixels, starts, columns), |x| {
+                    T::at(x, b)
+                });
             }
-            // Into the image, where the tiles lie inside it.
-            for (y, line) in plane.chunks_exact_mut(width).enumerate() {
-                let (ti, r) = (y / 2, y % 2);
-                let pixels = &self.pixels[2 * r * tiles..][..2 * tiles];
-                let (left, right) = pixels.split_at(tiles);
-                let (left, right) = (
-                    &left[ti * across..][..across],
-                    &right[ti * across..][..across],
-                );
-                let (pairs, last) = line.as_chunks_mut::<2>();
-                for (pair, (&l, &r)) in pairs.iter_mut().zip(left.iter().zip(right)) {
-                    *pair = [l, r];
-                }
-                if let [value] = last {
-                    *value = left[across - 1];
+            // Into the images, where the tiles lie inside them.
+            for n in 0..self.images {
+                let plane = &mut images[(n * cout + o) * height * width..][..height * width];
+                for (y, line) in plane.chunks_exact_mut(width).enumerate() {
+                    let (ti, row) = (y / M, y % M);
+                    let tiles = (row * M) * columns + ti * row_len + n * across;
+                    let columns: [&[f32]; M] = std::array::from_fn(|column| {
+                        &self.pixels[tiles + column * columns..][..across]
+                    });
+                    let (chunks, rest) = line.as_chunks_mut::<M>();
+                    for (j, chunk) in chunks.iter_mut().enumerate() {
+                        *chunk = std::array::from_fn(|k| columns[k][j]);
+                    }
+                    for (k, value) in rest.iter_mut().enumerate() {
+                        *value = columns[k][chunks.len()];
+                    }
                 }
             }
         }
     }
 }
 
-/// The 16 GEMMs' operands: the blocks of `out`, `a` and `b` for each position ξ, all three
-/// laid out `[16][…]`.
+/// `outputs[·][t] = f(inputs[·][t])` for every t, in blocks of 16 lanes copied in and out of
+/// local arrays: the outputs cannot alias the inputs there, so every block compiles to vector
+/// instructions whatever `I` and `O` are (over the slices themselves, LLVM would need more
+/// run-time alias checks than it allows and leave the loop scalar).
+#[inline(always)]
+fn map_lanes<const I: usize, const O: usize>(
+    inputs: [&[f32]; I],
+    mut outputs: [&mut [f32]; O],
+    f: impl Fn([f32; I]) -> [f32; O],
+) {
+    const LANES: usize = 16;
+    let block = |x: &[[f32; LANES]; I]| {
+        let mut y = [[0f32; LANES]; O];
+        for lane in 0..LANES {
+            let result = f(std::array::from_fn(|k| x[k][lane]));
+            for (o, value) in result.into_iter().enumerate() {
+                y[o][lane] = value;
+            }
+        }
+        y
+    };
+    let len = outputs[0].len();
+    let full = len / LANES * LANES;
+    for start in (0..full).step_by(LANES) {
+        let x = std::array::from_fn(|k| *inputs[k][start..].first_chunk::<LANES>().unwrap());
+        let y = block(&x);
+        for (output, y) in outputs.iter_mut().zip(&y) {
+            output[start..][..LANES].copy_from_slice(y);
+        }
+    }
+    if full < len {
+        let rest = len - full;
+        let mut x = [[0f32; LANES]; I];
+        for (x, input) in x.iter_mut().zip(&inputs) {
+            x[..rest].copy_from_slice(&input[full..len]);
+        }
+        let y = block(&x);
+        for (output, y) in outputs.iter_mut().zip(&y) {
+            output[full..].copy_from_slice(&y[..rest]);
+        }
+    }
+}
+
+/// The GEMMs' operands: the blocks of `out`, `a` and `b` for each of the `positions` ξ, all
+/// three laid out `[positions][…]`.
 fn by_position<'a>(
+    positions: usize,
     out: &'a mut [f32],
     a: &'a [f32],
     b: &'a [f32],
 ) -> impl Iterator<Item = (&'a mut [f32], &'a [f32], &'a [f32])> {
-    let blocks = |data: &'a [f32]| data.chunks_exact(data.len() / XI);
-    let out_len = out.len() / XI;
+    let blocks = move |data: &'a [f32]| data.chunks_exact(data.len() / positions);
+    let out_len = out.len() / positions;
     out.chunks_exact_mut(out_len)
         .zip(blocks(a).zip(blocks(b)))
         .map(|(out, (a, b))| (out, a, b))
 }
 
-/// Four disjoint runs of `len` values of `data`, starting at `starts` (increasing).
+/// `R` disjoint runs of `len` values of `data`, starting at `starts` (increasing, at least
+/// `len` apart).
 #[inline(always)]
-fn four_runs(data: &mut [f32], starts: [usize; 4], len: usize) -> [&mut [f32]; 4] {
-    let (_, rest) = data.split_at_mut(starts[0]);
-    let (a, rest) = rest.split_at_mut(starts[1] - starts[0]);
-    let (b, rest) = rest.split_at_mut(starts[2] - starts[1]);
-    let (c, d) = rest.split_at_mut(starts[3] - starts[2]);
-    [&mut a[..len], &mut b[..len], &mut c[..len], &mut d[..len]]
+fn runs<const R: usize>(data: &mut [f32], starts: [usize; R], len: usize) -> [&mut [f32]; R] {
+    let mut rest = data;
+    let mut consumed = 0;
+    let mut out: [&mut [f32]; R] = std::array::from_fn(|_| Default::default());
+    for (run, start) in out.iter_mut().zip(starts) {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - consumed);
+        (*run, rest) = tail.split_at_mut(len);
+        consumed = start + len;
+    }
+    out
 }
