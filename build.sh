@@ -79,11 +79,13 @@ wasm_bindgen_version() {
 
 # Builds the crate's library for wasm32 into target directory $1 (the rest: cargo's arguments).
 # $BUILD_STD=1 always builds the standard library itself, as the multithreaded module needs (std
-# with atomics); without it, a rustup wasm32 target is used where there is one.
+# with atomics); without it, a rustup wasm32 target is used where there is one. $WASM_PROFILE:
+# the cargo profile (default wasm-release).
 cargo_wasm() {
   local dir="$1"; shift
+  local WASM_PROFILE="${WASM_PROFILE:-wasm-release}"
   if rustup_has_wasm && [ -z "${BUILD_STD:-}" ]; then
-    CARGO_TARGET_DIR="$dir" cargo build --lib --target wasm32-unknown-unknown --profile wasm-release "$@"
+    CARGO_TARGET_DIR="$dir" cargo build --lib --target wasm32-unknown-unknown --profile "$WASM_PROFILE" "$@"
     return
   fi
   # Debian's rustc-web ships the std source: build std for wasm32 ourselves (see README).
@@ -97,7 +99,7 @@ cargo_wasm() {
   fi
   PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER="$lld" CARGO_TARGET_DIR="$dir" \
-    /usr/bin/cargo build -Zbuild-std=std,panic_abort --lib --target wasm32-unknown-unknown --profile wasm-release "$@"
+    /usr/bin/cargo build -Zbuild-std=std,panic_abort --lib --target wasm32-unknown-unknown --profile "$WASM_PROFILE" "$@"
 }
 
 # wasm-bindgen, then wasm-opt: $1 the cargo output, $2 the page's folder for it, then wasm-opt's
@@ -127,10 +129,11 @@ build_wasm() {
   fi
   local out=wasm32-unknown-unknown/wasm-release/gendi.wasm
   say "building the WebGPU module"
-  # SIMD128 for burn-flex's CPU kernels in the browser (every current browser has it).
-  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
+  # SIMD128 for burn-flex's CPU kernels in the browser (every current browser has it). Its own
+  # profile (Cargo.toml): GENDI's crate for size, as its kernels run on the GPU.
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" WASM_PROFILE=wasm-webgpu \
     cargo_wasm "$WASM_TARGET_DIR" --no-default-features --features wgpu
-  bind_wasm "$WASM_TARGET_DIR/$out" www/pkg
+  bind_wasm "$WASM_TARGET_DIR/wasm32-unknown-unknown/wasm-webgpu/gendi.wasm" www/pkg
   say "building the single-threaded CPU module"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
     cargo_wasm "$WASM_TARGET_DIR" --no-default-features

@@ -34,11 +34,16 @@ pub enum Tiling {
 /// GEMM columns (a group's tiles, counted over the batch up to one group) below which a tiling
 /// does not pay for its transforms.
 ///
-/// Measured natively with F(2×2) only (`gendi bench`, 7 alternated rounds): batch 16 sampled in
+/// Natively, measured with F(2×2) only (`gendi bench`, 7 alternated rounds): batch 16 sampled in
 /// 84–96 ms a step against 85–106 ms for im2col, but batch 1, whose 14×14 and 7×7 levels make
 /// 49 and 16 tiles, was 5–10% slower. F(4×4)'s 36 GEMMs are thinner still: at batch 16 its
 /// 7×7 level makes 64 columns, and ran 10–20% slower there than F(2×2)'s 256.
-const MIN_COLUMNS: usize = 256;
+///
+/// In wasm (SIMD128: 4 lanes, and the `gemm` crate's smaller kernels) the GEMMs cost more next
+/// to the transforms, and Winograd pays at any size: `pkg-cpu/` in node, one thread, two runs,
+/// 21.0–21.6 ms a step at batch 1 against 24.6–26.4 with the native threshold, and 207–214 ms at
+/// batch 16 against 226–233.
+const MIN_COLUMNS: usize = if cfg!(target_family = "wasm") { 0 } else { 256 };
 
 /// F(4×4) only where it transforms at most this fraction of F(2×2)'s values: 0.5625 where the
 /// side is a multiple of 4 or is 7, but 0.73 at 14×14, whose last tiles are half empty. There,
