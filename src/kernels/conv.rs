@@ -74,7 +74,7 @@ impl Conv2dShape {
     }
 
     /// Images side by side in one GEMM, each giving it `columns_per_image` columns (its output
-    /// pixels here, its 2×2 tiles in `winograd.rs`): enough for about [`GEMM_COLUMNS`] columns,
+    /// pixels here, its 2×2 or 4×4 tiles in `winograd.rs`): enough for about [`GEMM_COLUMNS`] columns,
     /// so that the 7×7 and 14×14 levels do not run GEMMs of 49 or 196 columns (mostly packing),
     /// but never so many that a thread is left without a group.
     pub(super) fn images_per_gemm(&self, columns_per_image: usize) -> usize {

@@ -367,26 +367,7 @@ fn transformed_weights<const M: usize, const N: usize, T: Transforms<M, N>>(
     cin: usize,
 ) -> Vec<f32> {
     let pairs = cout * cin;
-    let taps = transposed(weight, pairs, 9);
-    // G g, `[kernel column j][row r][pairs]`, then each of its rows times Gᵀ.
-    let mut g_g = vec![0f32; 3 * N * pairs];
-    let mut u = vec![0f32; N * N * pairs];
-    simd::vectorized(
-        #[inline(always)]
-        || {
-            for j in 0..3 {
-                let inputs = std::array::from_fn(|i| &taps[(i * 3 + j) * pairs..][..pairs]);
-                let starts = std::array::from_fn(|r| (j * N + r) * pairs);
-                map_lanes(inputs, runs(&mut g_g, starts, pairs), T::g);
-            }
-            for r in 0..N {
-                let inputs = std::array::from_fn(|j| &g_g[(j * N + r) * pairs..][..pairs]);
-                let starts = std::array::from_fn(|c| (r * N + c) * pairs);
-                map_lanes(inputs, runs(&mut u, starts, pairs), T::g);
-            }
-        },
-    );
-    u
+    on_both_axes(&transposed(weight, pairs, 9), pairs, T::g)
 }
 
 /// dW = Gᵀ dU G for every channel pair, from dU laid out `[n²][C_out][C_in]`, to
@@ -397,25 +378,36 @@ fn untransformed_gradient<const M: usize, const N: usize, T: Transforms<M, N>>(
     cin: usize,
 ) -> Vec<f32> {
     let pairs = cout * cin;
-    // Gᵀ dU, `[column k][row i][pairs]`, then each of its rows times G.
-    let mut gt_du = vec![0f32; N * 3 * pairs];
-    let mut taps = vec![0f32; 9 * pairs];
+    transposed(&on_both_axes(du, pairs, T::gt), 9, pairs)
+}
+
+/// `f` down every column of each pair's A×A block, then along every row of the result: for
+/// blocks X laid out `[row][column][pairs]`, F X Fᵀ laid out `[B][B][pairs]`, with F the B×A
+/// matrix `f` applies. Vectorised over the pairs.
+fn on_both_axes<const A: usize, const B: usize>(
+    x: &[f32],
+    pairs: usize,
+    f: impl Fn([f32; A]) -> [f32; B],
+) -> Vec<f32> {
+    // F X, `[column j][row r][pairs]`.
+    let mut fx = vec![0f32; A * B * pairs];
+    let mut out = vec![0f32; B * B * pairs];
     simd::vectorized(
         #[inline(always)]
         || {
-            for k in 0..N {
-                let inputs = std::array::from_fn(|r| &du[(r * N + k) * pairs..][..pairs]);
-                let starts = std::array::from_fn(|i| (k * 3 + i) * pairs);
-                map_lanes(inputs, runs(&mut gt_du, starts, pairs), T::gt);
+            for j in 0..A {
+                let inputs = std::array::from_fn(|i| &x[(i * A + j) * pairs..][..pairs]);
+                let starts = std::array::from_fn(|r| (j * B + r) * pairs);
+                map_lanes(inputs, runs(&mut fx, starts, pairs), &f);
             }
-            for i in 0..3 {
-                let inputs = std::array::from_fn(|k| &gt_du[(k * 3 + i) * pairs..][..pairs]);
-                let starts = std::array::from_fn(|j| (i * 3 + j) * pairs);
-                map_lanes(inputs, runs(&mut taps, starts, pairs), T::gt);
+            for r in 0..B {
+                let inputs = std::array::from_fn(|j| &fx[(j * B + r) * pairs..][..pairs]);
+                let starts = std::array::from_fn(|c| (r * B + c) * pairs);
+                map_lanes(inputs, runs(&mut out, starts, pairs), &f);
             }
         },
     );
-    transposed(&taps, 9, pairs)
+    out
 }
 
 /// `data` `[rows][cols]` as `[cols][rows]`: one pass per column, reading with stride `cols`
