@@ -239,13 +239,26 @@ fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
     let (_, weights) = load_exported(&exported_dir, &device.clone().autodiff()).unwrap();
 
     // Asking for no more steps than the weights have is refused.
-    let err = Trainer::from_exported(config.clone(), &manifest, weights.clone(), &device)
+    let err = Trainer::from_exported(config.clone(), &manifest, weights.clone(), None, &device)
         .err()
         .expect("3 steps on 3-step weights is refused");
     assert!(err.to_string().contains("--steps"), "{err}");
 
     let longer = TrainConfig { steps: 5, ..config };
-    let mut second = Trainer::from_exported(longer, &manifest, weights.clone(), &device).unwrap();
+    // The objective is the weights' unless one is asked for (a fine-tune into flow matching).
+    let as_flow = Trainer::from_exported(
+        longer.clone(),
+        &manifest,
+        weights.clone(),
+        Some(Objective::Flow),
+        &device,
+    )
+    .unwrap();
+    assert_eq!(manifest.schedule.objective, Objective::Epsilon);
+    assert_eq!(as_flow.state.config.schedule.objective, Objective::Flow);
+    let mut second =
+        Trainer::from_exported(longer, &manifest, weights.clone(), None, &device).unwrap();
+    assert_eq!(second.state.config.schedule.objective, Objective::Epsilon);
     assert_eq!(second.state.step, 3);
     let init = second
         .state

@@ -25,8 +25,9 @@ pub struct TrainArgs {
     fresh: bool,
     /// Start from exported weights (a directory like www/weights) instead of a random
     /// initialisation: their model and schedule apply, steps count on from theirs, and the
-    /// optimiser starts fresh (with its warm-up).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "schedule", "timesteps", "objective", "base_channels", "unconditional"])]
+    /// optimiser starts fresh (with its warm-up). With --objective, the network is fine-tuned
+    /// to the other objective (e.g. ε-prediction weights into a flow-matching model).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["resume", "schedule", "timesteps", "base_channels", "unconditional"])]
     init_from: Option<PathBuf>,
     /// Total optimiser steps of the run.
     #[arg(long)]
@@ -68,9 +69,10 @@ pub struct TrainArgs {
     timesteps: usize,
     /// What the network learns: epsilon, the noise of DDPM's x_t (L_simple), or flow, the
     /// velocity x_0 − ε of the straight path x_t = (1 − σ_t) x_0 + σ_t ε (flow matching;
-    /// sampled with euler or heun). Recorded in the checkpoint and the exported manifest.
-    #[arg(long, value_enum, default_value = "epsilon")]
-    objective: ObjectiveArg,
+    /// sampled with euler or heun). Recorded in the checkpoint and the exported manifest
+    /// [default: epsilon, or the objective of --init-from's weights].
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    objective: Option<ObjectiveArg>,
     /// Channels at full resolution (level l has base × mult_l).
     #[arg(long, default_value_t = 32)]
     base_channels: usize,
@@ -165,7 +167,11 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
             ));
         }
         let mut config = TrainConfig {
-            schedule: schedule_config(args.schedule, args.timesteps, args.objective),
+            schedule: schedule_config(
+                args.schedule,
+                args.timesteps,
+                args.objective.unwrap_or(ObjectiveArg::Epsilon),
+            ),
             batch_size: args.batch_size,
             steps: 0,
             learning_rate: args.lr,
@@ -200,7 +206,8 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                     manifest.training_steps,
                     &manifest.weights.sha256[..12]
                 );
-                Trainer::from_exported(config, &manifest, weights, &device)
+                let objective = args.objective.map(|_| config.schedule.objective);
+                Trainer::from_exported(config, &manifest, weights, objective, &device)
                     .map_err(|e| e.to_string())?
             }
         }

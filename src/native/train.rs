@@ -21,7 +21,7 @@ use crate::model::{UNet, UNetConfig};
 use crate::pipeline::{DEFAULT_GUIDANCE, Digits};
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerKind};
-use crate::schedule::{NoiseSchedule, ScheduleConfig};
+use crate::schedule::{NoiseSchedule, Objective, ScheduleConfig};
 use crate::weights::{self, Manifest, WeightsError};
 
 /// A training run's settings, stored in its checkpoints.
@@ -239,12 +239,14 @@ impl Trainer {
     /// A fresh optimiser on exported weights, loaded on the autodiff device (e.g. with
     /// `load_exported(dir, &device.clone().autodiff())`): both the trained model and its EMA
     /// start as `weights`, and steps count on from `manifest.training_steps`. The model and
-    /// schedule come from the manifest; the rest of `config` (learning rate, batch, dropout...)
+    /// schedule come from the manifest, except for `objective` where given (fine-tuning the
+    /// network to the other objective); the rest of `config` (learning rate, batch, dropout...)
     /// from the caller.
     pub fn from_exported(
         mut config: TrainConfig,
         manifest: &Manifest,
         weights: UNet,
+        objective: Option<Objective>,
         device: &Device,
     ) -> Result<Self, TrainError> {
         if config.steps <= manifest.training_steps {
@@ -255,6 +257,9 @@ impl Trainer {
         }
         config.model = manifest.model.clone();
         config.schedule = manifest.schedule;
+        if let Some(objective) = objective {
+            config.schedule.objective = objective;
+        }
         config.init = Some(InitWeights {
             sha256: manifest.weights.sha256.clone(),
             step: manifest.training_steps,
