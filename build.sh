@@ -102,6 +102,11 @@ cargo_wasm() {
     /usr/bin/cargo build -Zbuild-std=std,panic_abort --lib --target wasm32-unknown-unknown --profile "$WASM_PROFILE" "$@"
 }
 
+# What cargo_wasm wrote: $1 its target directory, $2 the profile (default wasm-release).
+wasm_output() {
+  echo "$1/wasm32-unknown-unknown/${2:-wasm-release}/gendi.wasm"
+}
+
 # wasm-bindgen, then wasm-opt: $1 the cargo output, $2 the page's folder for it, then wasm-opt's
 # extra flags.
 bind_wasm() {
@@ -127,21 +132,20 @@ build_wasm() {
     say "installing wasm-bindgen-cli $version (matches Cargo.lock)"
     cargo install --quiet wasm-bindgen-cli --version "$version"
   fi
-  local out=wasm32-unknown-unknown/wasm-release/gendi.wasm
   say "building the WebGPU module"
   # SIMD128 for burn-flex's CPU kernels in the browser (every current browser has it). Its own
   # profile (Cargo.toml): GENDI's crate for size, as its kernels run on the GPU.
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" WASM_PROFILE=wasm-webgpu \
     cargo_wasm "$WASM_TARGET_DIR" --no-default-features --features wgpu
-  bind_wasm "$WASM_TARGET_DIR/wasm32-unknown-unknown/wasm-webgpu/gendi.wasm" www/pkg
+  bind_wasm "$(wasm_output "$WASM_TARGET_DIR" wasm-webgpu)" www/pkg
   say "building the single-threaded CPU module"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
     cargo_wasm "$WASM_TARGET_DIR" --no-default-features
-  bind_wasm "$WASM_TARGET_DIR/$out" www/pkg-cpu
+  bind_wasm "$(wasm_output "$WASM_TARGET_DIR")" www/pkg-cpu
   say "building the multithreaded CPU module (atomics, shared memory)"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals" \
     BUILD_STD=1 cargo_wasm "$WASM_THREADS_TARGET_DIR" --no-default-features --features wasm-threads
-  bind_wasm "$WASM_THREADS_TARGET_DIR/$out" www/pkg-threads --enable-threads
+  bind_wasm "$(wasm_output "$WASM_THREADS_TARGET_DIR")" www/pkg-threads --enable-threads
 }
 
 wasm_is_stale() {

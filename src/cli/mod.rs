@@ -282,10 +282,16 @@ pub fn schedule_config(
     ScheduleConfig {
         timesteps,
         beta_schedule,
-        objective: match objective {
+        objective: objective.into(),
+    }
+}
+
+impl From<ObjectiveArg> for Objective {
+    fn from(arg: ObjectiveArg) -> Self {
+        match arg {
             ObjectiveArg::Epsilon => Objective::Epsilon,
             ObjectiveArg::Flow => Objective::Flow,
-        },
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use super::{DeviceArg, ObjectiveArg, ScheduleArg, schedule_config};
 use gendi::data::{self, Mnist, Split};
 use gendi::native::export::load_exported;
 use gendi::native::train::{LrDecay, RunOptions, TrainConfig, Trainer};
+use gendi::schedule::Objective;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -206,7 +207,7 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
                     manifest.training_steps,
                     &manifest.weights.sha256[..12]
                 );
-                let objective = args.objective.map(|_| config.schedule.objective);
+                let objective = args.objective.map(Objective::from);
                 Trainer::from_exported(config, &manifest, weights, objective, &device)
                     .map_err(|e| e.to_string())?
             }
