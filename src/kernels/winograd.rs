@@ -445,6 +445,9 @@ struct Planes<const M: usize, const N: usize, T> {
     /// `[row residue 0..M][column offset 0..N][grid]`. Only cells inside an image are ever
     /// written, so the rest stays zero (until the layout changes with the image count).
     spread: Vec<f32>,
+    /// One image row of every image, each padded to `M × across` values (with zeros when
+    /// spread, with the tiles' overhang past the image when transformed back).
+    line: Vec<f32>,
     /// A channel half transformed, `[position along the row][row residue or output row][grid]`.
     half: Vec<f32>,
     /// The output transform's result before it goes into the images: `[tile row][column][tile]`.
@@ -468,6 +471,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
             across: width.div_ceil(M),
             images: 0,
             spread: Vec::new(),
+            line: Vec::new(),
             half: Vec::new(),
             pixels: Vec::new(),
         }
@@ -489,38 +493,47 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
             self.images = images;
             let grid = self.grid();
             self.spread = vec![0.0; M * N * grid];
+            self.line = vec![0.0; images * M * self.across];
             self.half = vec![0.0; N * M * grid];
             self.pixels = vec![0.0; M * M * images * self.tiles()];
         }
     }
 
-    /// Spreads image `n`'s `[H, W]` plane over the grids.
+    /// Spreads channel `c` of every image `[C, H, W]` in `images` over the grids, one image
+    /// row at a time: the row of each image is copied into `line` (each padded with zeros to
+    /// `M × across` values), whose stride-M phases are then offsets 1 to M of the row's tiles,
+    /// for all images in one loop. Offsets 0 and M + 1 are offsets M and 1 of the neighbouring
+    /// tiles: whole-grid copies shifted by one cell, then zeroed at each image's edge.
     #[inline(always)]
-    fn spread(&mut self, n: usize, plane: &[f32]) {
-        let (width, across, grid) = (self.width, self.across, self.grid());
-        let row_len = self.images * across;
-        for (y, line) in plane.chunks_exact(width).enumerate() {
+    fn spread(&mut self, images: &[f32], channels: usize, c: usize) {
+        let (height, width, across, grid) = (self.height, self.width, self.across, self.grid());
+        let (row_len, padded_width) = (self.images * across, M * across);
+        let pixels = height * width;
+        for y in 0..height {
+            for n in 0..self.images {
+                let line = &images[(n * channels + c) * pixels + y * width..][..width];
+                let padded = &mut self.line[n * padded_width..][..padded_width];
+                copy_short(&mut padded[..width], line);
+                // Zeros past the image (the output transform leaves its tiles' overhang here).
+                padded[width..].fill(0.0);
+            }
             let padded_row = y + 1;
-            let (residue, row) = (padded_row % M, padded_row / M * row_len + n * across);
-            let starts = std::array::from_fn(|k| (residue * N + k) * grid + row);
-            let mut offsets = runs::<N>(&mut self.spread, starts, across);
-            // x = Mj .. Mj + M − 1: padded columns Mj + 1 .. Mj + M, offsets 1 to M of tile j (past
-            // the image's width they stay zero).
-            let (chunks, rest) = line.as_chunks::<M>();
-            for (k, offset) in offsets[1..=M].iter_mut().enumerate() {
-                for (cell, chunk) in offset.iter_mut().zip(chunks) {
-                    *cell = chunk[k];
-                }
+            let (residue, row) = (padded_row % M, padded_row / M * row_len);
+            let starts = std::array::from_fn(|k| (residue * N + 1 + k) * grid + row);
+            deinterleave::<M>(&self.line, runs(&mut self.spread, starts, row_len));
+        }
+        for residue in 0..M {
+            let offset = |k: usize| (residue * N + k) * grid;
+            let (first, last) = (offset(0), offset(N - 1));
+            self.spread
+                .copy_within(offset(M)..offset(M) + grid - 1, first + 1);
+            self.spread
+                .copy_within(offset(1) + 1..offset(1) + grid, last);
+            self.spread[last + grid - 1] = 0.0;
+            for tile in (0..grid).step_by(across) {
+                self.spread[first + tile] = 0.0;
+                self.spread[last + tile + across - 1] = 0.0;
             }
-            for (k, value) in rest.iter().enumerate() {
-                offsets[1 + k][chunks.len()] = *value;
-            }
-            // Offset M + 1 of tile j − 1 is offset 1 of tile j; offset 0 of tile j + 1 is offset M
-            // of tile j.
-            let (inner, last) = offsets.split_at_mut(N - 1);
-            last[0][..across - 1].copy_from_slice(&inner[1][1..]);
-            let (first, inner) = inner.split_at_mut(1);
-            first[0][1..].copy_from_slice(&inner[M - 1][..across - 1]);
         }
     }
 
@@ -569,9 +582,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
         self.lay_out(images.len() / (channels * pixels));
         let (grid, row_len) = (self.grid(), self.images * self.across);
         for c in 0..channels {
-            for n in 0..self.images {
-                self.spread(n, &images[(n * channels + c) * pixels..][..pixels]);
-            }
+            self.spread(images, channels, c);
             // Along every padded row: half[k][residue] at (row, n, j).
             for residue in 0..M {
                 let inputs =
@@ -640,22 +651,20 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
                     T::at(x, b)
                 });
             }
-            // Into the images, where the tiles lie inside them.
-            for n in 0..self.images {
-                let plane = &mut images[(n * cout + o) * height * width..][..height * width];
-                for (y, line) in plane.chunks_exact_mut(width).enumerate() {
-                    let (ti, row) = (y / M, y % M);
-                    let tiles = (row * M) * columns + ti * row_len + n * across;
-                    let columns: [&[f32]; M] = std::array::from_fn(|column| {
-                        &self.pixels[tiles + column * columns..][..across]
-                    });
-                    let (chunks, rest) = line.as_chunks_mut::<M>();
-                    for (j, chunk) in chunks.iter_mut().enumerate() {
-                        *chunk = std::array::from_fn(|k| columns[k][j]);
-                    }
-                    for (k, value) in rest.iter_mut().enumerate() {
-                        *value = columns[k][chunks.len()];
-                    }
+            // Into the images, one image row at a time: the tiles' M pixel columns of the row,
+            // for all images, interleaved into `line`, then each image's first `width` values.
+            let padded_width = M * across;
+            for y in 0..height {
+                let tiles = y % M * M * columns + y / M * row_len;
+                let pixel_columns =
+                    std::array::from_fn(|k| &self.pixels[tiles + k * columns..][..row_len]);
+                interleave::<M>(pixel_columns, &mut self.line);
+                for n in 0..self.images {
+                    let plane = (n * cout + o) * height * width;
+                    copy_short(
+                        &mut images[plane + y * width..][..width],
+                        &self.line[n * padded_width..][..width],
+                    );
                 }
             }
         }
@@ -702,6 +711,64 @@ fn map_lanes<const I: usize, const O: usize>(
         for (output, y) in outputs.iter_mut().zip(&y) {
             output[full..].copy_from_slice(&y[..rest]);
         }
+    }
+}
+
+/// `outputs[k][t] = input[R·t + k]`: the R phases of `input`, in blocks of 16 copied through a
+/// local array so that each block compiles to vector shuffles.
+#[inline(always)]
+fn deinterleave<const R: usize>(input: &[f32], mut outputs: [&mut [f32]; R]) {
+    const LANES: usize = 16;
+    let len = outputs[0].len();
+    assert_eq!(input.len(), R * len, "deinterleave: lengths");
+    let (blocks, rest) = input.as_chunks::<R>();
+    let full = len / LANES * LANES;
+    for start in (0..full).step_by(LANES) {
+        let x: &[[f32; R]; LANES] = blocks[start..].first_chunk().unwrap();
+        for (k, output) in outputs.iter_mut().enumerate() {
+            let y: [f32; LANES] = std::array::from_fn(|l| x[l][k]);
+            output[start..][..LANES].copy_from_slice(&y);
+        }
+    }
+    debug_assert!(rest.is_empty());
+    for t in full..len {
+        for (k, output) in outputs.iter_mut().enumerate() {
+            output[t] = blocks[t][k];
+        }
+    }
+}
+
+/// `output[R·t + k] = inputs[k][t]`: the inverse of [`deinterleave`].
+#[inline(always)]
+fn interleave<const R: usize>(inputs: [&[f32]; R], output: &mut [f32]) {
+    const LANES: usize = 16;
+    let len = inputs[0].len();
+    assert_eq!(output.len(), R * len, "interleave: lengths");
+    let (blocks, _) = output.as_chunks_mut::<R>();
+    let full = len / LANES * LANES;
+    for start in (0..full).step_by(LANES) {
+        let x: [&[f32; LANES]; R] =
+            std::array::from_fn(|k| inputs[k][start..].first_chunk().unwrap());
+        let y: &mut [[f32; R]; LANES] = (&mut blocks[start..]).first_chunk_mut().unwrap();
+        *y = std::array::from_fn(|l| std::array::from_fn(|k| x[k][l]));
+    }
+    for t in full..len {
+        blocks[t] = std::array::from_fn(|k| inputs[k][t]);
+    }
+}
+
+/// `destination = source` for an image row: in fixed blocks of 8, which compile to vector
+/// moves, where `copy_from_slice` of a length known only at run time calls `memmove`, whose
+/// call costs as much as a 28-value row.
+#[inline(always)]
+fn copy_short(destination: &mut [f32], source: &[f32]) {
+    let (blocks, rest) = destination.as_chunks_mut::<8>();
+    let (source_blocks, source_rest) = source.as_chunks::<8>();
+    for (block, source) in blocks.iter_mut().zip(source_blocks) {
+        *block = *source;
+    }
+    for (value, source) in rest.iter_mut().zip(source_rest) {
+        *value = *source;
     }
 }
 
