@@ -749,7 +749,7 @@ fn interleave<const R: usize>(inputs: [&[f32]; R], output: &mut [f32]) {
     for start in (0..full).step_by(LANES) {
         let x: [&[f32; LANES]; R] =
             std::array::from_fn(|k| inputs[k][start..].first_chunk().unwrap());
-        let y: &mut [[f32; R]; LANES] = (&mut blocks[start..]).first_chunk_mut().unwrap();
+        let y: &mut [[f32; R]; LANES] = blocks[start..].first_chunk_mut().unwrap();
         *y = std::array::from_fn(|l| std::array::from_fn(|k| x[k][l]));
     }
     for t in full..len {
