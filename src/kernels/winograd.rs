@@ -442,8 +442,8 @@ struct Planes<const M: usize, const N: usize, T> {
     across: usize,
     /// Images the buffers are laid out for.
     images: usize,
-    /// `[row residue 0..M][column offset 0..N][grid]`. Only cells inside an image are ever
-    /// written, so the rest stays zero (until the layout changes with the image count).
+    /// `[row residue 0..M][column offset 0..N][grid]`. Cells outside an image are only ever
+    /// written with zeros, so they stay zero (until the layout changes with the image count).
     spread: Vec<f32>,
     /// One image row of every image, each padded to `M × across` values (with zeros when
     /// spread, with the tiles' overhang past the image when transformed back).
@@ -721,7 +721,7 @@ fn deinterleave<const R: usize>(input: &[f32], mut outputs: [&mut [f32]; R]) {
     const LANES: usize = 16;
     let len = outputs[0].len();
     assert_eq!(input.len(), R * len, "deinterleave: lengths");
-    let (blocks, rest) = input.as_chunks::<R>();
+    let (blocks, _) = input.as_chunks::<R>();
     let full = len / LANES * LANES;
     for start in (0..full).step_by(LANES) {
         let x: &[[f32; R]; LANES] = blocks[start..].first_chunk().unwrap();
@@ -730,7 +730,6 @@ fn deinterleave<const R: usize>(input: &[f32], mut outputs: [&mut [f32]; R]) {
             output[start..][..LANES].copy_from_slice(&y);
         }
     }
-    debug_assert!(rest.is_empty());
     for t in full..len {
         for (k, output) in outputs.iter_mut().enumerate() {
             output[t] = blocks[t][k];
@@ -762,6 +761,11 @@ fn interleave<const R: usize>(inputs: [&[f32]; R], output: &mut [f32]) {
 /// call costs as much as a 28-value row.
 #[inline(always)]
 fn copy_short(destination: &mut [f32], source: &[f32]) {
+    assert_eq!(
+        destination.len(),
+        source.len(),
+        "copy_short: lengths differ"
+    );
     let (blocks, rest) = destination.as_chunks_mut::<8>();
     let (source_blocks, source_rest) = source.as_chunks::<8>();
     for (block, source) in blocks.iter_mut().zip(source_blocks) {
