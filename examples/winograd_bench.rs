@@ -7,8 +7,7 @@
 //! These machines are shared and noisy: build the old and the new version, run them
 //! alternately, and compare the best times.
 
-use gendi::kernels::conv::Conv2dShape;
-use gendi::kernels::winograd::{Tiling, conv3x3_backward, conv3x3_forward};
+use gendi::kernels::winograd::{Tiling, conv3x3_backward, conv3x3_forward, conv3x3_shape};
 use std::time::Instant;
 
 /// (batch, C_in, C_out, side, tiling): training's batch 64 and sampling's batch 16 at each level.
@@ -38,16 +37,7 @@ fn best_ms<R>(mut f: impl FnMut() -> R) -> f64 {
 fn main() {
     let mut rng = gendi::rng::NoiseRng::new(1);
     for (batch, channels_in, channels_out, side, tiling) in CASES {
-        let shape = Conv2dShape {
-            batch,
-            channels_in,
-            height: side,
-            width: side,
-            channels_out,
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [(1, 1), (1, 1)],
-        };
+        let shape = conv3x3_shape(batch, [channels_in, channels_out], [side, side]);
         let x = rng.normals(batch * channels_in * side * side);
         let weight = rng.normals(channels_out * channels_in * 9);
         let bias = rng.normals(channels_out);

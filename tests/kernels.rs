@@ -400,16 +400,11 @@ fn winograd_case(
     rng: &mut gendi::rng::NoiseRng,
     (batch, channels_in, channels_out, height, width): (usize, usize, usize, usize, usize),
 ) -> (gendi::kernels::conv::Conv2dShape, Vec<f32>, Vec<f32>) {
-    let shape = gendi::kernels::conv::Conv2dShape {
+    let shape = gendi::kernels::winograd::conv3x3_shape(
         batch,
-        channels_in,
-        height,
-        width,
-        channels_out,
-        kernel: [3, 3],
-        stride: [1, 1],
-        padding: [(1, 1), (1, 1)],
-    };
+        [channels_in, channels_out],
+        [height, width],
+    );
     let x = rng.normals(batch * channels_in * height * width);
     let weight = rng.normals(channels_out * channels_in * 9);
     (shape, x, weight)

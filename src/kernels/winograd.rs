@@ -90,6 +90,25 @@ impl Tiling {
     }
 }
 
+/// The `[C_in, H, W] → [C_out, H, W]` convolution of `batch` images that this module computes:
+/// 3×3, stride 1, padding 1.
+pub fn conv3x3_shape(
+    batch: usize,
+    [channels_in, channels_out]: [usize; 2],
+    [height, width]: [usize; 2],
+) -> Conv2dShape {
+    Conv2dShape {
+        batch,
+        channels_in,
+        height,
+        width,
+        channels_out,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [(1, 1), (1, 1)],
+    }
+}
+
 /// Whether `shape` is a convolution this module computes: 3×3, stride 1, padding 1.
 pub fn computes(shape: &Conv2dShape) -> bool {
     shape.kernel == [3, 3] && shape.stride == [1, 1] && shape.padding == [(1, 1), (1, 1)]
@@ -445,9 +464,12 @@ struct Planes<const M: usize, const N: usize, T> {
     /// `[row residue 0..M][column offset 0..N][grid]`. Cells outside an image are only ever
     /// written with zeros, so they stay zero (until the layout changes with the image count).
     spread: Vec<f32>,
-    /// One image row of every image, each padded to `M × across` values (with zeros when
-    /// spread, with the tiles' overhang past the image when transformed back).
-    line: Vec<f32>,
+    /// The spread's input: one image row of every image, each padded to `M × across` values.
+    /// Only the first `width` of each are ever written, so the padding stays zero.
+    rows_in: Vec<f32>,
+    /// The output transform's image row of every image, laid out like `rows_in`, with the
+    /// tiles' overhang past the image in the padding.
+    rows_out: Vec<f32>,
     /// A channel half transformed, `[position along the row][row residue or output row][grid]`.
     half: Vec<f32>,
     /// The output transform's result before it goes into the images: `[tile row][column][tile]`.
@@ -471,7 +493,8 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
             across: width.div_ceil(M),
             images: 0,
             spread: Vec::new(),
-            line: Vec::new(),
+            rows_in: Vec::new(),
+            rows_out: Vec::new(),
             half: Vec::new(),
             pixels: Vec::new(),
         }
@@ -493,14 +516,15 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
             self.images = images;
             let grid = self.grid();
             self.spread = vec![0.0; M * N * grid];
-            self.line = vec![0.0; images * M * self.across];
+            self.rows_in = vec![0.0; images * M * self.across];
+            self.rows_out = vec![0.0; images * M * self.across];
             self.half = vec![0.0; N * M * grid];
             self.pixels = vec![0.0; M * M * images * self.tiles()];
         }
     }
 
     /// Spreads channel `c` of every image `[C, H, W]` in `images` over the grids, one image
-    /// row at a time: the row of each image is copied into `line` (each padded with zeros to
+    /// row at a time: the row of each image is copied into `rows_in` (each padded with zeros to
     /// `M × across` values), whose stride-M phases are then offsets 1 to M of the row's tiles,
     /// for all images in one loop. Offsets 0 and M + 1 are offsets M and 1 of the neighbouring
     /// tiles: whole-grid copies shifted by one cell, then zeroed at each image's edge.
@@ -511,16 +535,15 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
         let pixels = height * width;
         for y in 0..height {
             for n in 0..self.images {
-                let line = &images[(n * channels + c) * pixels + y * width..][..width];
-                let padded = &mut self.line[n * padded_width..][..padded_width];
-                copy_short(&mut padded[..width], line);
-                // Zeros past the image (the output transform leaves its tiles' overhang here).
-                padded[width..].fill(0.0);
+                copy_short(
+                    &mut self.rows_in[n * padded_width..][..width],
+                    &images[(n * channels + c) * pixels + y * width..][..width],
+                );
             }
             let padded_row = y + 1;
             let (residue, row) = (padded_row % M, padded_row / M * row_len);
             let starts = std::array::from_fn(|k| (residue * N + 1 + k) * grid + row);
-            deinterleave::<M>(&self.line, runs(&mut self.spread, starts, row_len));
+            deinterleave::<M>(&self.rows_in, runs(&mut self.spread, starts, row_len));
         }
         for residue in 0..M {
             let offset = |k: usize| (residue * N + k) * grid;
@@ -652,18 +675,18 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
                 });
             }
             // Into the images, one image row at a time: the tiles' M pixel columns of the row,
-            // for all images, interleaved into `line`, then each image's first `width` values.
+            // for all images, interleaved into `rows_out`, then each image's first `width` values.
             let padded_width = M * across;
             for y in 0..height {
                 let tiles = y % M * M * columns + y / M * row_len;
                 let pixel_columns =
                     std::array::from_fn(|k| &self.pixels[tiles + k * columns..][..row_len]);
-                interleave::<M>(pixel_columns, &mut self.line);
+                interleave::<M>(pixel_columns, &mut self.rows_out);
                 for n in 0..self.images {
                     let plane = (n * cout + o) * height * width;
                     copy_short(
                         &mut images[plane + y * width..][..width],
-                        &self.line[n * padded_width..][..width],
+                        &self.rows_out[n * padded_width..][..width],
                     );
                 }
             }
