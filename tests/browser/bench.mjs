@@ -13,7 +13,8 @@ const STEPS = Number(process.env.BENCH_STEPS ?? 4);
 const BACKENDS = (process.env.BENCH_BACKENDS ?? 'webgpu,cpu,cpu1').split(',');
 
 async function measure(browser, server, name, count) {
-  const { context, page } = await openPage(browser, server);
+  // Requests go straight to the server, as a visitor's do (see openPage).
+  const { context, page } = await openPage(browser, server, { intercept: false });
   try {
     const backend = name === 'cpu1' ? 'cpu&threads=1' : name;
     const url = `${server.url}?backend=${backend}&count=${count}&digit=-1&sampler=ddim&steps=1000&seed=1&autostart`;
