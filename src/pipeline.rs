@@ -5,6 +5,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{DIGITS, IMAGE_SIDE};
+use crate::kernels;
 use crate::model::UNet;
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerError, StepOutput, guide};
@@ -255,6 +256,11 @@ impl Generation {
 
     /// Runs the model and one reverse step. Returns x_{t_prev} and x̂_0, or `None` when done.
     pub fn step(&mut self, model: &UNet) -> Result<Option<StepOutput>, SamplerError> {
+        let device = self.sample.device();
+        kernels::on_cpu_pool(&device, || self.step_here(model))
+    }
+
+    fn step_here(&mut self, model: &UNet) -> Result<Option<StepOutput>, SamplerError> {
         let Some(t) = self.next_timestep() else {
             return Ok(None);
         };

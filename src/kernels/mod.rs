@@ -34,7 +34,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 /// The ops GENDI runs through its own kernels. The default bodies are burn's ops, so a backend
 /// without kernels of its own (the GPU) only needs an empty `impl`; under burn's fusion
@@ -158,6 +158,24 @@ pub fn use_gendi_kernels(enabled: bool) {
 /// Whether burn-flex runs this module's kernels on this thread (see [`use_gendi_kernels`]).
 pub fn gendi_kernels_enabled() -> bool {
     USE_GENDI_KERNELS.with(|flag| flag.get())
+}
+
+/// Runs `work` (a training or sampling step) on the kernels' thread pool when `device` is the
+/// CPU, and waits for it; on other devices runs it here. From inside the pool each kernel's loop
+/// starts on the calling thread instead of waking it from outside: natively, steps alternated
+/// in one process took 2–8% less time (training at batch 64, sampling at batch 1 and 16). The
+/// settings of [`use_gendi_kernels`] and [`use_winograd`] go along.
+pub fn on_cpu_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
+    let cpu = Device::flex();
+    if *device != cpu && *device != cpu.autodiff() {
+        return work();
+    }
+    let (gendi, winograd) = (gendi_kernels_enabled(), winograd_enabled());
+    parallel::in_pool(move || {
+        use_gendi_kernels(gendi);
+        use_winograd(winograd);
+        work()
+    })
 }
 
 /// Runs a convolution layer (with bias) through [`KernelBackend`]; the drop-in for

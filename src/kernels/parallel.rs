@@ -67,6 +67,20 @@ pub fn fold_chunks<A: Send>(
     }
 }
 
+/// Runs `work` on one of the pool's threads and waits for it (here, without threads). A loop
+/// started outside the pool is handed to it while the caller sleeps until it is done; started
+/// inside, the calling thread takes its own share. A U-Net step runs dozens of such loops.
+pub fn in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    #[cfg(threads)]
+    {
+        rayon::scope(|_| work())
+    }
+    #[cfg(not(threads))]
+    {
+        work()
+    }
+}
+
 /// `len` zeros, written by all threads if there are many: a kernel's output is allocated on the
 /// calling thread while the pool waits, and large ones zeroed there alone took ~3% of a
 /// training step. Small ones stay on the calling thread (handing them to the pool made batch-1

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{Checkpoint, CheckpointError, TrainState};
 use super::{chart, images};
 use crate::data::{Mnist, to_pixels};
+use crate::kernels;
 use crate::model::{UNet, UNetConfig};
 use crate::pipeline::{DEFAULT_GUIDANCE, Digits};
 use crate::rng::NoiseRng;
@@ -352,6 +353,11 @@ impl Trainer {
 
     /// One optimiser step on the images at `indices`. Returns the loss.
     pub fn train_step(&mut self, data: &Mnist, indices: &[usize]) -> f32 {
+        let device = self.device.clone();
+        kernels::on_cpu_pool(&device, || self.train_step_here(data, indices))
+    }
+
+    fn train_step_here(&mut self, data: &Mnist, indices: &[usize]) -> f32 {
         let config = &self.state.config;
         let autodiff = self.device.clone().autodiff();
         let batch = indices.len();
