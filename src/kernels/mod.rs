@@ -163,7 +163,7 @@ pub fn gendi_kernels_enabled() -> bool {
 /// Runs `work` (a training or sampling step) on the kernels' thread pool when `device` is the
 /// CPU, and waits for it; on other devices runs it here. From inside the pool each kernel's loop
 /// starts on the calling thread instead of waking it from outside: natively, steps alternated
-/// in one process took 2–8% less time (training at batch 64, sampling at batch 1 and 16). The
+/// in one process took 1–8% less time (training at batch 64, sampling at batch 1 and 16). The
 /// settings of [`use_gendi_kernels`] and [`use_winograd`] go along.
 pub fn on_cpu_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
     if !is_cpu(device) {
