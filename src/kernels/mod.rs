@@ -164,27 +164,27 @@ pub fn gendi_kernels_enabled() -> bool {
 /// CPU, and waits for it; on other devices runs it here. From inside the pool each kernel's loop
 /// starts on the calling thread instead of waking it from outside: natively, steps alternated
 /// in one process took 1–8% less time (training at batch 64, sampling at batch 1 and 16). The
-/// settings of [`use_gendi_kernels`] and [`use_winograd`] go along.
+/// settings of [`use_gendi_kernels`] and [`use_winograd`] go along. `device` is the one a step is
+/// given (a trainer's, a generation's), never an autodiff device: those run here.
 pub fn on_cpu_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
-    if !is_cpu(device) {
+    if *device != Device::flex() {
         return work();
     }
-    let (gendi, winograd) = (gendi_kernels_enabled(), winograd_enabled());
-    parallel::in_pool(move || {
-        use_gendi_kernels(gendi);
-        use_winograd(winograd);
-        work()
-    })
+    let settings = (gendi_kernels_enabled(), winograd_enabled());
+    parallel::in_pool(move || with_settings(settings, work))
 }
 
-/// Whether `device` is burn-flex, with or without autodiff.
-fn is_cpu(device: &Device) -> bool {
-    let cpu = Device::flex();
-    #[cfg(not(target_family = "wasm"))]
-    if *device == cpu.clone().autodiff() {
-        return true;
-    }
-    *device == cpu
+/// Runs `work` with this thread's kernel settings ([`use_gendi_kernels`], [`use_winograd`]) set
+/// to `(gendi, winograd)`, then puts back the ones it had: while a pool thread waits inside one
+/// step it may run another caller's (rayon steals work), whose settings must not outlast it.
+fn with_settings<R>((gendi, winograd): (bool, bool), work: impl FnOnce() -> R) -> R {
+    let before = (gendi_kernels_enabled(), winograd_enabled());
+    use_gendi_kernels(gendi);
+    use_winograd(winograd);
+    let result = work();
+    use_gendi_kernels(before.0);
+    use_winograd(before.1);
+    result
 }
 
 /// Runs a convolution layer (with bias) through [`KernelBackend`]; the drop-in for
