@@ -137,38 +137,76 @@ fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once()
     eprintln!("killed {kills} times; finished at step {STEPS}");
 }
 
-/// Ctrl-C (SIGINT), then SIGTERM on the resumed run: each ends the run after the step in
-/// progress with a checkpoint of that step (none was due: they are 1000 steps apart), exits 130
-/// with a hint to resume, and the resumed run goes on from exactly there.
+/// How a test stops a running `gendi train`.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// One signal to the process, 4 s in.
+    Signal(libc::c_int),
+    /// SIGTERM twice, 10 ms apart: what the process sees of `timeout` when its handler runs
+    /// between the two (they coalesce into one when it does not).
+    TermTwice,
+    /// `timeout -s TERM 4 gendi train …`, which signals the process and then its process group:
+    /// two SIGTERMs at once, which are one request to stop, not a second Ctrl-C.
+    Timeout,
+}
+
+/// Ctrl-C (SIGINT), SIGTERM, two SIGTERMs at once, then coreutils' `timeout`, each on the resumed run: each ends the run after
+/// the step in progress with a checkpoint of that step (none was due: they are 1000 steps apart),
+/// exits 130 with a hint to resume, and the resumed run goes on from exactly there.
 #[test]
-fn ctrl_c_and_sigterm_stop_the_run_with_a_checkpoint_of_its_last_step() {
+fn ctrl_c_sigterm_and_timeout_stop_the_run_with_a_checkpoint_of_its_last_step() {
     let dir = run_dir("signals");
     let mut last = 0;
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        let mut child = train_checkpointing(&dir, 1_000_000, 1000)
-            .spawn()
-            .expect("gendi runs");
-        // Start-up (MNIST, the network) then some steps of a few milliseconds each.
-        std::thread::sleep(Duration::from_secs(4));
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+    for stop in [
+        Stop::Signal(libc::SIGINT),
+        Stop::Signal(libc::SIGTERM),
+        Stop::TermTwice,
+        Stop::Timeout,
+    ] {
+        let mut train = train_checkpointing(&dir, 1_000_000, 1000);
+        let mut child = match stop {
+            Stop::Signal(_) | Stop::TermTwice => {
+                let child = train.spawn().expect("gendi runs");
+                // Start-up (MNIST, the network) then some steps of a few milliseconds each.
+                std::thread::sleep(Duration::from_secs(4));
+                let signal = |signal| {
+                    // SAFETY: kill(2) on our own child's pid.
+                    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+                };
+                if let Stop::Signal(number) = stop {
+                    signal(number);
+                } else {
+                    signal(libc::SIGTERM);
+                    std::thread::sleep(Duration::from_millis(10));
+                    signal(libc::SIGTERM);
+                }
+                child
+            }
+            Stop::Timeout => {
+                let mut command = Command::new("timeout");
+                command.args(["--preserve-status", "-s", "TERM", "4"]);
+                command.arg(train.get_program()).args(train.get_args());
+                command.stdout(Stdio::null()).stderr(Stdio::piped());
+                command.spawn().expect("timeout(1) runs")
+            }
+        };
         if wait_within(&mut child, Duration::from_secs(60)).is_none() {
             child.kill().unwrap();
-            panic!("gendi train still runs 60 s after signal {signal}");
+            panic!("gendi train still runs 60 s after {stop:?}");
         }
         let output = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(130), "signal {signal}: {stderr}");
+        assert_eq!(output.status.code(), Some(130), "{stop:?}: {stderr}");
         assert!(
             stderr.contains("stopped: steps") && stderr.contains("--resume"),
-            "{stderr}"
+            "{stop:?}: {stderr}"
         );
         let step = checkpoint_step(&dir);
-        assert!(step > last, "no step after signal {signal}: {stderr}");
+        assert!(step > last, "no step after {stop:?}: {stderr}");
         assert_eq!(
             logged_steps(&dir),
             (1..=step).collect::<Vec<_>>(),
-            "loss.csv after signal {signal}"
+            "loss.csv after {stop:?}"
         );
         last = step;
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
@@ -246,17 +247,30 @@ pub fn run(args: TrainArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(130))
 }
 
+/// A second signal this soon after the first is the same request: timeout(1) signals the run and
+/// then the run's whole process group, so `timeout 500 gendi train …` delivers SIGTERM twice.
+const SAME_REQUEST: Duration = Duration::from_secs(1);
+
 /// A flag that the first Ctrl-C (or SIGTERM) sets: the run then stops after its current step and
-/// writes a checkpoint of it. A second one exits at once, keeping the last checkpoint.
+/// writes a checkpoint of it. A second one, later than [`SAME_REQUEST`], exits at once, keeping
+/// the last checkpoint.
 fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>, String> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
-    ctrlc::set_handler(move || {
-        if set.swap(true, Ordering::Relaxed) {
+    let mut first: Option<Instant> = None;
+    ctrlc::set_handler(move || match first {
+        None => {
+            first = Some(Instant::now());
+            set.store(true, Ordering::Relaxed);
+            eprintln!(
+                "\nstopping after this step, with a checkpoint (Ctrl-C again to quit at once)"
+            );
+        }
+        Some(at) if at.elapsed() < SAME_REQUEST => {}
+        Some(_) => {
             eprintln!("\ninterrupted again: exiting; the last checkpoint is kept");
             std::process::exit(130);
         }
-        eprintln!("\nstopping after this step, with a checkpoint (Ctrl-C again to quit at once)");
     })
     .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
     Ok(flag)
