@@ -150,9 +150,10 @@ enum Stop {
     Timeout,
 }
 
-/// Ctrl-C (SIGINT), SIGTERM, two SIGTERMs at once, then coreutils' `timeout`, each on the resumed run: each ends the run after
-/// the step in progress with a checkpoint of that step (none was due: they are 1000 steps apart),
-/// exits 130 with a hint to resume, and the resumed run goes on from exactly there.
+/// Ctrl-C (SIGINT), SIGTERM, two SIGTERMs 10 ms apart, then coreutils' `timeout`, each on the
+/// resumed run: each ends the run after the step in progress with a checkpoint of that step (none
+/// was due: they are 1000 steps apart), exits 130 with a hint to resume, and the resumed run goes
+/// on from exactly there.
 #[test]
 fn ctrl_c_sigterm_and_timeout_stop_the_run_with_a_checkpoint_of_its_last_step() {
     let dir = run_dir("signals");
