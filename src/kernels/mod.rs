@@ -170,21 +170,34 @@ pub fn on_cpu_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) ->
     if *device != Device::flex() {
         return work();
     }
-    let settings = (gendi_kernels_enabled(), winograd_enabled());
+    let settings = settings();
     parallel::in_pool(move || with_settings(settings, work))
 }
 
-/// Runs `work` with this thread's kernel settings ([`use_gendi_kernels`], [`use_winograd`]) set
-/// to `(gendi, winograd)`, then puts back the ones it had: while a pool thread waits inside one
-/// step it may run another caller's (rayon steals work), whose settings must not outlast it.
-fn with_settings<R>((gendi, winograd): (bool, bool), work: impl FnOnce() -> R) -> R {
-    let before = (gendi_kernels_enabled(), winograd_enabled());
+/// This thread's kernel settings: ([`use_gendi_kernels`], [`use_winograd`]).
+fn settings() -> (bool, bool) {
+    (gendi_kernels_enabled(), winograd_enabled())
+}
+
+fn set_settings((gendi, winograd): (bool, bool)) {
     use_gendi_kernels(gendi);
     use_winograd(winograd);
-    let result = work();
-    use_gendi_kernels(before.0);
-    use_winograd(before.1);
-    result
+}
+
+/// Runs `work` with this thread's kernel settings ([`use_gendi_kernels`], [`use_winograd`]) set
+/// to `settings` (gendi, winograd), then puts back the ones it had: while a pool thread waits inside one
+/// step it may run another caller's (rayon steals work), whose settings must not outlast it.
+fn with_settings<R>(settings: (bool, bool), work: impl FnOnce() -> R) -> R {
+    /// Puts the thread's settings back when dropped, a panicking step included.
+    struct Restore((bool, bool));
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_settings(self.0);
+        }
+    }
+    let _restore = Restore(self::settings());
+    set_settings(settings);
+    work()
 }
 
 /// Runs a convolution layer (with bias) through [`KernelBackend`]; the drop-in for
