@@ -11,8 +11,10 @@ use gendi::kernels::winograd::{Tiling, conv3x3_backward, conv3x3_forward, conv3x
 use std::time::Instant;
 
 /// (batch, C_in, C_out, side, tiling): training's batch 64 and sampling's batch 16 at each level.
-const CASES: [(usize, usize, usize, usize, Tiling); 5] = [
+const CASES: [(usize, usize, usize, usize, Tiling); 7] = [
     (64, 32, 32, 28, Tiling::F4x4),
+    (64, 96, 32, 28, Tiling::F4x4),
+    (64, 160, 64, 14, Tiling::F2x2),
     (64, 64, 64, 14, Tiling::F2x2),
     (64, 96, 96, 7, Tiling::F4x4),
     (16, 32, 32, 28, Tiling::F4x4),

@@ -1,5 +1,7 @@
 //! The loss chart: tick choice and labels, and where the curve lands.
 
+mod common;
+
 use gendi::native::chart::{RAW, loss_chart, text_width, ticks_enclosing, ticks_within};
 
 fn labels(ticks: Vec<(f64, String)>) -> Vec<String> {
@@ -93,8 +95,8 @@ fn labels_are_drawn_left_of_the_axis_and_nothing_breaks_without_data() {
 
 #[test]
 fn a_malformed_loss_row_is_an_error_that_names_its_line() {
-    let dir = std::env::temp_dir().join(format!("gendi-chart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::scratch_dir("chart");
+    let dir = scratch.path();
     let path = dir.join("loss.csv");
     std::fs::write(
         &path,
@@ -108,15 +110,14 @@ fn a_malformed_loss_row_is_an_error_that_names_its_line() {
         gendi::native::train::read_loss_csv(&path).unwrap(),
         [(1, 0.5), (2, 0.25)]
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `gendi loss` draws two runs that continue each other as one curve: the later file wins on
 /// shared steps and `--to` drops rows past the last checkpoint.
 #[test]
 fn gendi_loss_joins_runs_and_cuts_to_a_step_range() {
-    let dir = std::env::temp_dir().join(format!("gendi-loss-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::scratch_dir("loss-cli");
+    let dir = scratch.path();
     let rows = |steps: std::ops::RangeInclusive<u64>, loss: f64| {
         let body: String = steps.map(|s| format!("{s},{loss},1e-3,0.0\n")).collect();
         format!("step,loss,learning_rate,elapsed_s\n{body}")
@@ -151,5 +152,4 @@ fn gendi_loss_joins_runs_and_cuts_to_a_step_range() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.csv"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn gendi(args: &[&str]) -> Output {
@@ -15,17 +15,12 @@ fn gendi(args: &[&str]) -> Output {
         .expect("gendi runs")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gendi-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 const CLASSIFIER: &str = "tests/fixtures/classifier.bpk";
 
 #[test]
 fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
-    let json = scratch("compare").join("compare.json");
+    let scratch = common::scratch_dir("cli-compare");
+    let json = scratch.path().join("compare.json");
     let out = gendi(&[
         "eval",
         "--count",
@@ -71,7 +66,8 @@ fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
 fn classify_reads_real_digits_and_refuses_other_sizes() {
     use gendi::data::{Mnist, Split};
     use gendi::native::images::Gray;
-    let dir = scratch("classify");
+    let scratch = common::scratch_dir("cli-classify");
+    let dir = scratch.path();
     let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
     let mut paths = Vec::new();
     for i in 0..5 {
@@ -112,7 +108,8 @@ fn classify_reads_real_digits_and_refuses_other_sizes() {
 
 #[test]
 fn sample_gif_holds_every_step_of_a_short_run() {
-    let dir = scratch("gif");
+    let scratch = common::scratch_dir("cli-gif");
+    let dir = scratch.path();
     let gif = dir.join("run.gif");
     let out = gendi(&[
         "sample",

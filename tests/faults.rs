@@ -13,10 +13,12 @@ use gendi::rng::NoiseRng;
 const STEPS: u64 = 300;
 const CHECKPOINT_EVERY: u64 = 5;
 
-fn run_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gendi-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh run directory (not created yet) inside a scratch directory that is removed, with the
+/// run, when the returned guard drops.
+fn run_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let scratch = common::scratch_dir(&format!("faults-{name}"));
+    let dir = scratch.path().join("run");
+    (scratch, dir)
 }
 
 /// `gendi train` on a small network, resuming when the run directory holds a checkpoint.
@@ -85,7 +87,7 @@ fn checkpoint_step(dir: &Path) -> u64 {
 
 #[test]
 fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once() {
-    let dir = run_dir("sigkill");
+    let (_scratch, dir) = run_dir("sigkill");
     let mut rng = NoiseRng::new(2026);
     let mut kills = 0;
     // Kills that found no new checkpoint in a row: each widens the next window by a second, so a
@@ -156,7 +158,7 @@ enum Stop {
 /// on from exactly there.
 #[test]
 fn ctrl_c_sigterm_and_timeout_stop_the_run_with_a_checkpoint_of_its_last_step() {
-    let dir = run_dir("signals");
+    let (_scratch, dir) = run_dir("signals");
     let mut last = 0;
     for stop in [
         Stop::Signal(libc::SIGINT),
@@ -215,7 +217,7 @@ fn ctrl_c_sigterm_and_timeout_stop_the_run_with_a_checkpoint_of_its_last_step() 
 
 #[test]
 fn a_full_disk_at_a_checkpoint_is_a_clear_error_and_the_last_checkpoint_still_loads() {
-    let dir = run_dir("full");
+    let (_scratch, dir) = run_dir("full");
     let status = train(&dir, STEPS).status().unwrap();
     assert!(status.success());
     assert_eq!(checkpoint_step(&dir), STEPS);

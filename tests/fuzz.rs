@@ -198,7 +198,8 @@ fn loss_csv_reader_survives_mutated_files() {
     for step in 1..=40 {
         csv.push_str(&format!("{step},{:.6},0.0002\n", 0.05 + 1.0 / step as f64));
     }
-    let path = std::env::temp_dir().join(format!("gendi-fuzz-loss-{}.csv", std::process::id()));
+    let scratch = common::scratch_dir("fuzz-loss");
+    let path = scratch.path().join("loss.csv");
     fuzz(
         "loss-csv",
         CASES,
@@ -218,8 +219,8 @@ fn checkpoint_loader_survives_mutated_checkpoints() {
         batch_size: 2,
         ..TrainConfig::default()
     };
-    let dir = std::env::temp_dir().join(format!("gendi-fuzz-ckpt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = common::scratch_dir("fuzz-ckpt");
+    let dir = scratch.path();
     let real = dir.join("real.gendi");
     Trainer::new(config, &common::device())
         .unwrap()

@@ -20,10 +20,12 @@ fn mnist(count: usize) -> Mnist {
     data
 }
 
-fn run_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("gendi-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh run directory (not created yet) inside a scratch directory that is removed, with the
+/// run, when the returned guard drops.
+fn run_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let scratch = common::scratch_dir(&format!("train-{name}"));
+    let dir = scratch.path().join("run");
+    (scratch, dir)
 }
 
 fn quiet(dir: &std::path::Path, checkpoint_every: u64) -> RunOptions {
@@ -47,7 +49,10 @@ fn logged_steps(dir: &std::path::Path) -> Vec<String> {
 /// 60 steps of batch 16 on 320 real digits (lr 1e-3, 5 warm-up steps) with `objective`, in a
 /// fresh run directory: the report, the mean losses of the first and the last ten steps, and
 /// the directory.
-fn short_run(objective: Objective, name: &str) -> (TrainReport, f32, f32, std::path::PathBuf) {
+fn short_run(
+    objective: Objective,
+    name: &str,
+) -> (TrainReport, f32, f32, tempfile::TempDir, std::path::PathBuf) {
     let config = TrainConfig {
         schedule: ScheduleConfig {
             objective,
@@ -59,17 +64,17 @@ fn short_run(objective: Objective, name: &str) -> (TrainReport, f32, f32, std::p
         learning_rate: 1e-3,
         ..TrainConfig::default()
     };
-    let dir = run_dir(name);
+    let (scratch, dir) = run_dir(name);
     let mut trainer = Trainer::new(config, &common::device()).unwrap();
     let report = trainer.run(&mnist(320), &quiet(&dir, 0)).unwrap();
     let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;
     let (first, last) = (mean(&report.losses[..10]), mean(&report.losses[50..]));
-    (report, first, last, dir)
+    (report, first, last, scratch, dir)
 }
 
 #[test]
 fn a_short_run_on_real_digits_lowers_the_loss() {
-    let (report, first, last, dir) = short_run(Objective::Epsilon, "loss");
+    let (report, first, last, _scratch, dir) = short_run(Objective::Epsilon, "loss");
     assert_eq!(report.losses.len(), 60);
     assert!(last < 0.6 * first, "loss went from {first} to {last}");
     // The run wrote its artefacts.
@@ -88,12 +93,11 @@ fn a_short_run_on_real_digits_lowers_the_loss() {
             .step,
         60
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_short_flow_matching_run_lowers_the_loss_and_its_weights_sample_with_heun() {
-    let (_, first, last, dir) = short_run(Objective::Flow, "flow");
+    let (_, first, last, _scratch, dir) = short_run(Objective::Flow, "flow");
     let device = common::device();
     assert!(last < 0.6 * first, "loss went from {first} to {last}");
 
@@ -130,7 +134,6 @@ fn a_short_flow_matching_run_lowers_the_loss_and_its_weights_sample_with_heun() 
         images.iter().all(|v| v.is_finite()),
         "the images are finite"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -144,11 +147,11 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
     };
     let device = common::device();
 
-    let straight_dir = run_dir("straight");
+    let (_straight, straight_dir) = run_dir("straight");
     let mut straight = Trainer::new(config.clone(), &device).unwrap();
     straight.run(&data, &quiet(&straight_dir, 0)).unwrap();
 
-    let killed_dir = run_dir("killed");
+    let (_killed, killed_dir) = run_dir("killed");
     let mut killed = Trainer::new(config, &device).unwrap();
     let options = RunOptions {
         stop_at: Some(3),
@@ -164,7 +167,7 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
 
     // Control: the same resume with the optimizer state thrown away must end elsewhere, so the
     // comparison below would catch a resume that lost Adam's moments.
-    let forgetful_dir = run_dir("forgetful");
+    let (_forgetful, forgetful_dir) = run_dir("forgetful");
     std::fs::create_dir_all(&forgetful_dir).unwrap();
     let forgetful_checkpoint = Checkpoint {
         optimizer: Trainer::new(saved.state.config.clone(), &device)
@@ -208,11 +211,8 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
         control > 1e-3,
         "losing the optimizer state should change the result (only {control})"
     );
-    std::fs::remove_dir_all(forgetful_dir).unwrap();
     // The loss log has each step once.
     assert_eq!(logged_steps(&killed_dir), ["1", "2", "3", "4", "5", "6"]);
-    std::fs::remove_dir_all(straight_dir).unwrap();
-    std::fs::remove_dir_all(killed_dir).unwrap();
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
         ..TrainConfig::default()
     };
     let device = common::device();
-    let first_dir = run_dir("init-first");
+    let (_first, first_dir) = run_dir("init-first");
     let mut first = Trainer::new(config.clone(), &device).unwrap();
     first.run(&data, &quiet(&first_dir, 0)).unwrap();
     let exported_dir = first_dir.join("weights");
@@ -283,7 +283,7 @@ fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
     assert!(common::max_abs_diff(&out(&second.ema), &expected) < 1e-6);
     assert!(common::max_abs_diff(&out(&second.model.valid()), &expected) < 1e-6);
 
-    let second_dir = run_dir("init-second");
+    let (_second, second_dir) = run_dir("init-second");
     second.run(&data, &quiet(&second_dir, 0)).unwrap();
     let saved = Checkpoint::load(&second_dir.join("checkpoint.gendi")).unwrap();
     assert_eq!(saved.state.step, 5);
@@ -293,8 +293,6 @@ fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
         common::max_abs_diff(&out(&second.ema), &expected) > 0.0,
         "training moved the EMA"
     );
-    std::fs::remove_dir_all(first_dir).unwrap();
-    std::fs::remove_dir_all(second_dir).unwrap();
 }
 
 #[test]
@@ -306,7 +304,7 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
         warmup_steps: 1,
         ..TrainConfig::default()
     };
-    let dir = run_dir("nan");
+    let (_scratch, dir) = run_dir("nan");
     let mut trainer = Trainer::new(config, &common::device()).unwrap();
     trainer
         .run(
@@ -339,7 +337,6 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
             .unwrap();
     let out = common::values(model.forward(common::filled(0.1, [1, 1, 28, 28]), &[10], &[None]));
     assert!(out.iter().all(|v| v.is_finite()));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -350,7 +347,7 @@ fn a_truncated_checkpoint_is_an_error_not_a_panic() {
         steps: 1,
         ..TrainConfig::default()
     };
-    let dir = run_dir("truncated");
+    let (_scratch, dir) = run_dir("truncated");
     Trainer::new(config, &common::device())
         .unwrap()
         .run(&data, &quiet(&dir, 1))
@@ -360,7 +357,6 @@ fn a_truncated_checkpoint_is_an_error_not_a_panic() {
     std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
     let err = Trainer::resume(&path, &common::device()).err().unwrap();
     assert!(err.to_string().contains("corrupted or truncated"), "{err}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -371,7 +367,7 @@ fn missing_mnist_files_say_how_to_fetch_them() {
 
 #[test]
 fn a_truncated_mnist_file_fails_its_checksum() {
-    let dir = run_dir("mnist-cut");
+    let (_scratch, dir) = run_dir("mnist-cut");
     std::fs::create_dir_all(&dir).unwrap();
     let src = common::mnist_dir();
     for (name, _) in gendi::data::MNIST_FILES {
@@ -383,7 +379,6 @@ fn a_truncated_mnist_file_fails_its_checksum() {
     let err = Mnist::load(&dir, Split::Train).unwrap_err();
     assert!(err.to_string().contains("corrupted or truncated"), "{err}");
     assert!(Mnist::load(&dir, Split::Test).is_ok());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

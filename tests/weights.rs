@@ -24,16 +24,18 @@ fn exported() -> (weights::Manifest, Vec<u8>, gendi::model::UNet) {
     (manifest, bytes, model)
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("gendi-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh weights directory (not created yet) inside a scratch directory that is removed, with
+/// the weights, when the returned guard drops.
+fn temp_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let scratch = common::scratch_dir(&format!("weights-{name}"));
+    let dir = scratch.path().join("weights");
+    (scratch, dir)
 }
 
 #[test]
 fn export_then_load_gives_bit_identical_outputs() {
     let (manifest, bytes, model) = exported();
-    let dir = temp_dir("roundtrip");
+    let (_scratch, dir) = temp_dir("roundtrip");
     write_weights(&manifest, &bytes, &dir).unwrap();
     let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
     assert_eq!(loaded_manifest, manifest);
@@ -42,7 +44,6 @@ fn export_then_load_gives_bit_identical_outputs() {
     let a = common::values(model.forward(x.clone(), &[10, 900], &[Some(4), None]));
     let b = common::values(loaded.forward(x, &[10, 900], &[Some(4), None]));
     assert_eq!(a, b, "outputs must be bit-identical");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// The default model stored as `dtype` through the exporter's files and loaded back.
@@ -52,6 +53,8 @@ struct Stored {
     bytes: usize,
     bytes32: usize,
     dir: std::path::PathBuf,
+    /// Removes `dir` when the test is done with it.
+    _scratch: tempfile::TempDir,
 }
 
 fn stored_as(dtype: StoredDType, name: &str) -> Stored {
@@ -66,7 +69,7 @@ fn stored_as(dtype: StoredDType, name: &str) -> Stored {
         &bytes,
         dtype,
     );
-    let dir = temp_dir(name);
+    let (scratch, dir) = temp_dir(name);
     write_weights(&manifest, &bytes, &dir).unwrap();
     let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
     assert_eq!(loaded_manifest.weights.dtype, dtype);
@@ -76,6 +79,7 @@ fn stored_as(dtype: StoredDType, name: &str) -> Stored {
         bytes: bytes.len(),
         bytes32: bytes32.len(),
         dir,
+        _scratch: scratch,
     }
 }
 
@@ -128,7 +132,6 @@ fn int8_export_loads_as_the_int8_rounded_model_at_under_three_tenths_of_the_size
     let range = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
     let diff = common::max_abs_diff(&exact, &eight);
     assert!(diff > 0.0 && diff < 0.03 * range, "{diff} of {range}");
-    std::fs::remove_dir_all(stored.dir).unwrap();
 }
 
 #[test]
@@ -203,7 +206,6 @@ fn f16_export_loads_as_the_f16_rounded_model_at_half_the_size() {
         drift > 0.0 && drift < 1e-2,
         "f16 storage moves outputs by {drift}"
     );
-    std::fs::remove_dir_all(stored.dir).unwrap();
 }
 
 #[test]
@@ -290,7 +292,7 @@ fn unknown_versions_and_broken_manifests_are_errors() {
 
 #[test]
 fn a_missing_manifest_is_an_error_that_names_the_file() {
-    let dir = temp_dir("missing");
+    let (_scratch, dir) = temp_dir("missing");
     let err = load_exported(&dir, &common::device()).err().unwrap();
     assert!(err.to_string().contains("manifest.json"), "{err}");
 }

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, AXE_PATH, ROOT, WWW } from './harness.mjs';
@@ -15,11 +15,14 @@ const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'dpm-solver', steps
 const PAGE_DIGIT = { mixed: -2, none: -1 };
 const STEPS_CHECKED = 3;
 let server, browser, reference;
+// This file's temporary files (references, flow weights, digits to classify): removed after the last test.
+let scratch;
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
+  scratch = mkdtempSync(join(tmpdir(), 'gendi-browser-'));
   // The native sampler's x_t after each of the first steps, from the same shipped weights.
-  const out = join(mkdtempSync(join(tmpdir(), 'gendi-ref-')), 'reference.json');
+  const out = join(mkdtempSync(join(scratch, 'ref-')), 'reference.json');
   const bin = process.env.GENDI_BIN ?? 'gendi';
   execFileSync(bin, ['reference', '--out', out, '--count', String(RUN.count), '--seed', String(RUN.seed),
     '--digit', String(RUN.digit), '--sampler', RUN.sampler, '--steps', String(RUN.steps),
@@ -32,6 +35,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await server?.close();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
 function query(backend, extra = {}, url = server.url) {
@@ -116,7 +120,7 @@ test('flow-matching weights: the page offers Euler and Heun only, and Heun\'s x_
   // Real flow-matching weights, made the way a user makes them: a (very short) `gendi train
   // --objective flow`, exported, then served in place of the shipped ones.
   const bin = process.env.GENDI_BIN ?? 'gendi';
-  const dir = mkdtempSync(join(tmpdir(), 'gendi-flow-'));
+  const dir = mkdtempSync(join(scratch, 'flow-'));
   execFileSync(bin, ['train', '--run-dir', join(dir, 'run'), '--objective', 'flow', '--steps', '3', '--warmup', '1',
     '--batch-size', '8', '--limit', '64', '--base-channels', '8', '--sample-every', '0'], { stdio: 'inherit' });
   execFileSync(bin, ['export', '--checkpoint', join(dir, 'run', 'checkpoint.gendi'), '--out', join(dir, 'weights')], { stdio: 'inherit' });
@@ -278,7 +282,7 @@ async function drawZero(page) {
 
 // What `gendi classify` (the evaluation classifier) reads in a 28×28 PNG given as a data URL.
 function classify(dataUrl) {
-  const file = join(mkdtempSync(join(tmpdir(), 'gendi-digit-')), 'digit.png');
+  const file = join(mkdtempSync(join(scratch, 'digit-')), 'digit.png');
   writeFileSync(file, Buffer.from(dataUrl.split(',')[1], 'base64'));
   const out = execFileSync(process.env.GENDI_BIN ?? 'gendi',
     ['classify', file, '--classifier', join(ROOT, 'tests', 'fixtures', 'classifier.bpk')], { encoding: 'utf8' });

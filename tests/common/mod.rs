@@ -24,6 +24,16 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// A fresh directory for one test's files, `gendi-{name}-XXXXXX` in the system's temp
+/// directory, removed with everything in it when the guard drops: when the test ends, passed or
+/// failed (a failing test says in its message what went wrong; the files would only pile up).
+pub fn scratch_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("gendi-{name}-"))
+        .tempdir()
+        .expect("a scratch directory in the system's temp directory")
+}
+
 /// The MNIST directory the tests read: `$GENDI_DATA` or `data/mnist`. Fails with the fix if absent.
 pub fn mnist_dir() -> std::path::PathBuf {
     let dir = gendi::data::default_data_dir();
