@@ -134,9 +134,10 @@ build_wasm() {
   fi
   say "building the WebGPU module"
   # SIMD128 for burn-flex's CPU kernels in the browser (every current browser has it). Its own
-  # profile (Cargo.toml): GENDI's crate for size, as its kernels run on the GPU.
+  # profile (Cargo.toml): GENDI's crate for size, as its kernels run on the GPU. burn's fusion
+  # (feature `fusion`): fewer, larger shaders.
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" WASM_PROFILE=wasm-webgpu \
-    cargo_wasm "$WASM_TARGET_DIR" --no-default-features --features wgpu
+    cargo_wasm "$WASM_TARGET_DIR" --no-default-features --features fusion
   bind_wasm "$(wasm_output "$WASM_TARGET_DIR" wasm-webgpu)" www/pkg
   say "building the single-threaded CPU module"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \

@@ -42,7 +42,7 @@ use burn::tensor::{Device, Tensor};
 #[backend_extension(
     Flex,
     Cube: cfg(feature = "wgpu"),
-    Fusion: cfg(feature = "gpu-fusion"),
+    Fusion: cfg(feature = "fusion"),
     Autodiff: cfg(not(target_family = "wasm"))
 )]
 pub trait KernelBackend: Backend {
