@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,14 +12,6 @@ use gendi::rng::NoiseRng;
 
 const STEPS: u64 = 300;
 const CHECKPOINT_EVERY: u64 = 5;
-
-/// A fresh run directory (not created yet) inside a scratch directory that is removed, with the
-/// run, when the returned guard drops.
-fn run_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let scratch = common::scratch_dir(&format!("faults-{name}"));
-    let dir = scratch.path().join("run");
-    (scratch, dir)
-}
 
 /// `gendi train` on a small network, resuming when the run directory holds a checkpoint.
 fn train(dir: &Path, steps: u64) -> Command {
@@ -87,7 +79,7 @@ fn checkpoint_step(dir: &Path) -> u64 {
 
 #[test]
 fn a_run_killed_again_and_again_resumes_to_the_end_with_every_step_logged_once() {
-    let (_scratch, dir) = run_dir("sigkill");
+    let (_scratch, dir) = common::unmade_dir("faults-sigkill", "run");
     let mut rng = NoiseRng::new(2026);
     let mut kills = 0;
     // Kills that found no new checkpoint in a row: each widens the next window by a second, so a
@@ -158,7 +150,7 @@ enum Stop {
 /// on from exactly there.
 #[test]
 fn ctrl_c_sigterm_and_timeout_stop_the_run_with_a_checkpoint_of_its_last_step() {
-    let (_scratch, dir) = run_dir("signals");
+    let (_scratch, dir) = common::unmade_dir("faults-signals", "run");
     let mut last = 0;
     for stop in [
         Stop::Signal(libc::SIGINT),
@@ -217,7 +209,7 @@ fn ctrl_c_sigterm_and_timeout_stop_the_run_with_a_checkpoint_of_its_last_step() 
 
 #[test]
 fn a_full_disk_at_a_checkpoint_is_a_clear_error_and_the_last_checkpoint_still_loads() {
-    let (_scratch, dir) = run_dir("full");
+    let (_scratch, dir) = common::unmade_dir("faults-full", "run");
     let status = train(&dir, STEPS).status().unwrap();
     assert!(status.success());
     assert_eq!(checkpoint_step(&dir), STEPS);

@@ -20,14 +20,6 @@ fn mnist(count: usize) -> Mnist {
     data
 }
 
-/// A fresh run directory (not created yet) inside a scratch directory that is removed, with the
-/// run, when the returned guard drops.
-fn run_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let scratch = common::scratch_dir(&format!("train-{name}"));
-    let dir = scratch.path().join("run");
-    (scratch, dir)
-}
-
 fn quiet(dir: &std::path::Path, checkpoint_every: u64) -> RunOptions {
     RunOptions {
         checkpoint_every,
@@ -64,7 +56,7 @@ fn short_run(
         learning_rate: 1e-3,
         ..TrainConfig::default()
     };
-    let (scratch, dir) = run_dir(name);
+    let (scratch, dir) = common::unmade_dir(&format!("train-{name}"), "run");
     let mut trainer = Trainer::new(config, &common::device()).unwrap();
     let report = trainer.run(&mnist(320), &quiet(&dir, 0)).unwrap();
     let mean = |xs: &[f32]| xs.iter().sum::<f32>() / xs.len() as f32;
@@ -147,11 +139,11 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
     };
     let device = common::device();
 
-    let (_straight, straight_dir) = run_dir("straight");
+    let (_straight, straight_dir) = common::unmade_dir("train-straight", "run");
     let mut straight = Trainer::new(config.clone(), &device).unwrap();
     straight.run(&data, &quiet(&straight_dir, 0)).unwrap();
 
-    let (_killed, killed_dir) = run_dir("killed");
+    let (_killed, killed_dir) = common::unmade_dir("train-killed", "run");
     let mut killed = Trainer::new(config, &device).unwrap();
     let options = RunOptions {
         stop_at: Some(3),
@@ -167,7 +159,7 @@ fn a_killed_run_resumes_from_its_checkpoint_with_the_same_state() {
 
     // Control: the same resume with the optimizer state thrown away must end elsewhere, so the
     // comparison below would catch a resume that lost Adam's moments.
-    let (_forgetful, forgetful_dir) = run_dir("forgetful");
+    let (_forgetful, forgetful_dir) = common::unmade_dir("train-forgetful", "run");
     std::fs::create_dir_all(&forgetful_dir).unwrap();
     let forgetful_checkpoint = Checkpoint {
         optimizer: Trainer::new(saved.state.config.clone(), &device)
@@ -225,7 +217,7 @@ fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
         ..TrainConfig::default()
     };
     let device = common::device();
-    let (_first, first_dir) = run_dir("init-first");
+    let (_first, first_dir) = common::unmade_dir("train-init-first", "run");
     let mut first = Trainer::new(config.clone(), &device).unwrap();
     first.run(&data, &quiet(&first_dir, 0)).unwrap();
     let exported_dir = first_dir.join("weights");
@@ -283,7 +275,7 @@ fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
     assert!(common::max_abs_diff(&out(&second.ema), &expected) < 1e-6);
     assert!(common::max_abs_diff(&out(&second.model.valid()), &expected) < 1e-6);
 
-    let (_second, second_dir) = run_dir("init-second");
+    let (_second, second_dir) = common::unmade_dir("train-init-second", "run");
     second.run(&data, &quiet(&second_dir, 0)).unwrap();
     let saved = Checkpoint::load(&second_dir.join("checkpoint.gendi")).unwrap();
     assert_eq!(saved.state.step, 5);
@@ -304,7 +296,7 @@ fn a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
         warmup_steps: 1,
         ..TrainConfig::default()
     };
-    let (_scratch, dir) = run_dir("nan");
+    let (_scratch, dir) = common::unmade_dir("train-nan", "run");
     let mut trainer = Trainer::new(config, &common::device()).unwrap();
     trainer
         .run(
@@ -347,7 +339,7 @@ fn a_truncated_checkpoint_is_an_error_not_a_panic() {
         steps: 1,
         ..TrainConfig::default()
     };
-    let (_scratch, dir) = run_dir("truncated");
+    let (_scratch, dir) = common::unmade_dir("train-truncated", "run");
     Trainer::new(config, &common::device())
         .unwrap()
         .run(&data, &quiet(&dir, 1))
@@ -367,7 +359,7 @@ fn missing_mnist_files_say_how_to_fetch_them() {
 
 #[test]
 fn a_truncated_mnist_file_fails_its_checksum() {
-    let (_scratch, dir) = run_dir("mnist-cut");
+    let (_scratch, dir) = common::unmade_dir("train-mnist-cut", "run");
     std::fs::create_dir_all(&dir).unwrap();
     let src = common::mnist_dir();
     for (name, _) in gendi::data::MNIST_FILES {

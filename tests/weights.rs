@@ -24,18 +24,10 @@ fn exported() -> (weights::Manifest, Vec<u8>, gendi::model::UNet) {
     (manifest, bytes, model)
 }
 
-/// A fresh weights directory (not created yet) inside a scratch directory that is removed, with
-/// the weights, when the returned guard drops.
-fn temp_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let scratch = common::scratch_dir(&format!("weights-{name}"));
-    let dir = scratch.path().join("weights");
-    (scratch, dir)
-}
-
 #[test]
 fn export_then_load_gives_bit_identical_outputs() {
     let (manifest, bytes, model) = exported();
-    let (_scratch, dir) = temp_dir("roundtrip");
+    let (_scratch, dir) = common::unmade_dir("weights-roundtrip", "weights");
     write_weights(&manifest, &bytes, &dir).unwrap();
     let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
     assert_eq!(loaded_manifest, manifest);
@@ -69,7 +61,7 @@ fn stored_as(dtype: StoredDType, name: &str) -> Stored {
         &bytes,
         dtype,
     );
-    let (scratch, dir) = temp_dir(name);
+    let (scratch, dir) = common::unmade_dir(&format!("weights-{name}"), "weights");
     write_weights(&manifest, &bytes, &dir).unwrap();
     let (loaded_manifest, loaded) = load_exported(&dir, &common::device()).unwrap();
     assert_eq!(loaded_manifest.weights.dtype, dtype);
@@ -292,7 +284,7 @@ fn unknown_versions_and_broken_manifests_are_errors() {
 
 #[test]
 fn a_missing_manifest_is_an_error_that_names_the_file() {
-    let (_scratch, dir) = temp_dir("missing");
+    let (_scratch, dir) = common::unmade_dir("weights-missing", "weights");
     let err = load_exported(&dir, &common::device()).err().unwrap();
     assert!(err.to_string().contains("manifest.json"), "{err}");
 }

@@ -131,33 +131,52 @@ pub struct GroupNormOptions {
 #[cfg(feature = "wgpu")]
 impl KernelBackend for burn::backend::Cube {}
 
+/// The kernel switches of one thread ([`use_gendi_kernels`], [`use_winograd`]), kept together so
+/// that a step handed to the pool ([`on_cpu_pool`]) takes them along in one copy.
+#[derive(Clone, Copy)]
+struct Settings {
+    gendi: bool,
+    winograd: bool,
+}
+
 std::thread_local! {
-    static USE_GENDI_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
-    static USE_WINOGRAD: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static SETTINGS: std::cell::Cell<Settings> =
+        const { std::cell::Cell::new(Settings { gendi: true, winograd: true }) };
 }
 
 /// Switches 3×3 stride-1 convolutions called from this thread, forward and backward, between
-/// Winograd's F(4×4, 3×3) or F(2×2, 3×3) (the default) and im2col + GEMM, as every other convolution runs: for
-/// benchmarks and tests that compare the two (`gendi bench --kernels im2col`).
+/// Winograd's F(4×4, 3×3) or F(2×2, 3×3) (the default) and im2col + GEMM, as every other
+/// convolution runs: for benchmarks and tests that compare the two (`gendi bench --kernels
+/// im2col`).
 pub fn use_winograd(enabled: bool) {
-    USE_WINOGRAD.with(|flag| flag.set(enabled));
+    SETTINGS.with(|cell| {
+        cell.set(Settings {
+            winograd: enabled,
+            ..cell.get()
+        })
+    });
 }
 
 /// Whether 3×3 stride-1 convolutions run by Winograd on this thread (see [`use_winograd`]).
 pub fn winograd_enabled() -> bool {
-    USE_WINOGRAD.with(|flag| flag.get())
+    SETTINGS.with(|cell| cell.get().winograd)
 }
 
 /// Switches burn-flex, for ops called from this thread, between this module's kernels (the
 /// default) and burn's own ops: for benchmarks and profiles that compare the two in one binary
 /// (`gendi bench --kernels burn`), and tests of the composite ops the GPU runs.
 pub fn use_gendi_kernels(enabled: bool) {
-    USE_GENDI_KERNELS.with(|flag| flag.set(enabled));
+    SETTINGS.with(|cell| {
+        cell.set(Settings {
+            gendi: enabled,
+            ..cell.get()
+        })
+    });
 }
 
 /// Whether burn-flex runs this module's kernels on this thread (see [`use_gendi_kernels`]).
 pub fn gendi_kernels_enabled() -> bool {
-    USE_GENDI_KERNELS.with(|flag| flag.get())
+    SETTINGS.with(|cell| cell.get().gendi)
 }
 
 /// Runs `work` (a training or sampling step) on the kernels' thread pool when `device` is the
@@ -170,33 +189,21 @@ pub fn on_cpu_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) ->
     if *device != Device::flex() {
         return work();
     }
-    let settings = settings();
+    let settings = SETTINGS.with(|cell| cell.get());
     parallel::in_pool(move || with_settings(settings, work))
 }
 
-/// This thread's kernel settings: ([`use_gendi_kernels`], [`use_winograd`]).
-fn settings() -> (bool, bool) {
-    (gendi_kernels_enabled(), winograd_enabled())
-}
-
-fn set_settings((gendi, winograd): (bool, bool)) {
-    use_gendi_kernels(gendi);
-    use_winograd(winograd);
-}
-
-/// Runs `work` with this thread's kernel settings ([`use_gendi_kernels`], [`use_winograd`]) set
-/// to `settings` (gendi, winograd), then puts back the ones it had: while a pool thread waits inside one
-/// step it may run another caller's (rayon steals work), whose settings must not outlast it.
-fn with_settings<R>(settings: (bool, bool), work: impl FnOnce() -> R) -> R {
-    /// Puts the thread's settings back when dropped, a panicking step included.
-    struct Restore((bool, bool));
+/// Runs `work` with this thread's kernel settings set to `settings`, then puts back the ones it
+/// had, also when `work` panics: while a pool thread waits inside one step it may run another
+/// caller's (rayon steals work), whose settings must not outlast it.
+fn with_settings<R>(settings: Settings, work: impl FnOnce() -> R) -> R {
+    struct Restore(Settings);
     impl Drop for Restore {
         fn drop(&mut self) {
-            set_settings(self.0);
+            SETTINGS.with(|cell| cell.set(self.0));
         }
     }
-    let _restore = Restore(self::settings());
-    set_settings(settings);
+    let _restore = Restore(SETTINGS.with(|cell| cell.replace(settings)));
     work()
 }
 

@@ -34,6 +34,15 @@ pub fn scratch_dir(name: &str) -> tempfile::TempDir {
         .expect("a scratch directory in the system's temp directory")
 }
 
+/// A path `leaf` that does not exist yet, inside a fresh [`scratch_dir`] named after `name`: for
+/// what creates its own directory (a training run, exported weights). Keep the guard: dropping it
+/// removes both.
+pub fn unmade_dir(name: &str, leaf: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let scratch = scratch_dir(name);
+    let dir = scratch.path().join(leaf);
+    (scratch, dir)
+}
+
 /// The MNIST directory the tests read: `$GENDI_DATA` or `data/mnist`. Fails with the fix if absent.
 pub fn mnist_dir() -> std::path::PathBuf {
     let dir = gendi::data::default_data_dir();
