@@ -208,6 +208,14 @@ if (WEIGHTS_DIR !== 'weights') {
   back.parentElement.replaceChildren(back);
 }
 
+// The page starts drawing as soon as the model is ready the first time, so that a visitor sees
+// digits form without looking for the button; not for a link to a drawing (it waits for one), nor
+// with a reduced-motion preference, nor while a message about the link is shown (it would be
+// cleared unread). `?autostart=0` waits for the button; `?autostart` starts in any case.
+let autostartPending = params.has('autostart')
+  ? params.get('autostart') !== '0'
+  : params.get('mode') !== 'drawing' && !matchMedia('(prefers-reduced-motion: reduce)').matches;
+
 // `?threads=N` caps the CPU backend's threads (default: every core the browser reports).
 const THREADS = Math.max(0, Math.floor(Number(params.get('threads')) || 0));
 
@@ -273,7 +281,8 @@ const handlers = {
     syncControls();
     setState('ready');
     preview();
-    if (params.has('autostart')) generate();
+    if (autostartPending && !gendi.error) generate();
+    autostartPending = false;
   },
   started({ total, params: p }) {
     prepareCanvas($('xt'), p.count);

@@ -71,9 +71,10 @@ export async function launchBrowser() {
  * A fresh context and page; every request that leaves the test server is recorded and refused.
  * `intercept: false` leaves requests alone, for timings: Playwright's interception sends each
  * request through this process and back, which delayed the page's first drawn step by 0.1–0.4 s.
+ * `contextOptions` go to Playwright's browser.newContext (e.g. { reducedMotion: 'reduce' }).
  */
-export async function openPage(browser, server, { intercept = true } = {}) {
-  const context = await browser.newContext();
+export async function openPage(browser, server, { intercept = true, contextOptions = {} } = {}) {
+  const context = await browser.newContext(contextOptions);
   const page = await context.newPage();
   const external = [];
   if (intercept) await context.route('**/*', (route) => {

@@ -39,7 +39,7 @@ after(async () => {
 });
 
 function query(backend, extra = {}, url = server.url) {
-  const p = new URLSearchParams({ backend, count: RUN.count, seed: RUN.seed, digit: PAGE_DIGIT[RUN.digit] ?? RUN.digit, sampler: RUN.sampler, steps: RUN.steps, ...extra });
+  const p = new URLSearchParams({ autostart: 0, backend, count: RUN.count, seed: RUN.seed, digit: PAGE_DIGIT[RUN.digit] ?? RUN.digit, sampler: RUN.sampler, steps: RUN.steps, ...extra });
   return `${url}?${p}`;
 }
 
@@ -139,7 +139,7 @@ test('flow-matching weights: the page offers Euler and Heun only, and Heun\'s x_
       await page.route(`**/weights/${file}`, (route) => route.fulfill({ status: 200, body, contentType: 'application/octet-stream' }));
     }
     // A link made for diffusion weights: its sampler gives way to Heun, with a note.
-    await page.goto(`${server.url}?backend=cpu&sampler=ddim&steps=50`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&sampler=ddim&steps=50`);
     assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
     assert.equal(await page.inputValue('#sampler'), 'heun');
     assert.equal(await page.inputValue('#steps'), '10');
@@ -149,7 +149,7 @@ test('flow-matching weights: the page offers Euler and Heun only, and Heun\'s x_
     assert.match(await page.textContent('#model-info'), /flow matching/);
 
     const p = new URLSearchParams({ backend: 'cpu', count: run.count, seed: run.seed, digit: -2, sampler: 'heun', steps: run.steps });
-    await page.goto(`${server.url}?${p}`);
+    await page.goto(`${server.url}?autostart=0&${p}`);
     assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
     const frames = await runSteps(page);
     assert.deepEqual(frames.map((f) => f.t), flowReference.timesteps.slice(0, STEPS_CHECKED));
@@ -175,7 +175,7 @@ test('a corrupted weights file shows an error in the page', { timeout: 300_000 }
     const bad = Buffer.from(good);
     bad[bad.length >> 1] ^= 0xff;
     await page.route('**/weights/gendi.bpk', (route) => route.fulfill({ status: 200, body: bad, contentType: 'application/octet-stream' }));
-    await page.goto(`${server.url}?backend=cpu`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu`);
     assert.equal(await waitLoaded(page), 'error');
     const text = await page.textContent('#error');
     assert.match(text, /corrupted/);
@@ -190,7 +190,7 @@ test('a missing manifest shows an error in the page', { timeout: 300_000 }, asyn
   const { context, page } = await openPage(browser, server);
   try {
     await page.route('**/weights/manifest.json', (route) => route.fulfill({ status: 404, body: 'not found' }));
-    await page.goto(`${server.url}?backend=cpu`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu`);
     assert.equal(await waitLoaded(page), 'error');
     const text = await page.textContent('#error');
     assert.match(text, /manifest/);
@@ -203,17 +203,17 @@ test('a missing manifest shows an error in the page', { timeout: 300_000 }, asyn
 test('?weights= loads another directory beside the page, and nothing else', { timeout: 300_000 }, async () => {
   const { context, page, external } = await openPage(browser, server);
   try {
-    await page.goto(`${server.url}?backend=cpu&weights=weights-missing`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&weights=weights-missing`);
     assert.equal(await waitLoaded(page), 'error');
     assert.match(await page.textContent('#error'), /weights-missing\/manifest\.json.*404/s);
     // The flow-matching weights shipped beside the default ones.
-    await page.goto(`${server.url}?backend=cpu&weights=weights-flow`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&weights=weights-flow`);
     assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
     assert.equal(await page.inputValue('#sampler'), 'heun');
     assert.match(await page.textContent('#model-info'), /flow matching/);
     assert.equal(await page.textContent('#other-weights'), 'Back to the default weights');
     // A URL or a path is not a directory name: the page's own weights load, with a note.
-    await page.goto(`${server.url}?backend=cpu&weights=${encodeURIComponent('https://example.com/w')}`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&weights=${encodeURIComponent('https://example.com/w')}`);
     assert.equal(await waitLoaded(page), 'ready');
     assert.match(await page.evaluate(() => window.gendi.error), /is not a directory name beside the page/);
     assert.deepEqual(external, [], 'nothing was fetched from outside the test server');
@@ -255,17 +255,29 @@ test('a server without the isolation headers: the CPU backend runs on one thread
   }
 });
 
-test('automatic backend choice: a software-only WebGPU adapter falls back to the CPU with a notice', { timeout: 300_000 }, async () => {
+test('a plain visit: a software-only WebGPU adapter falls back to the CPU with a notice, and digits start forming without a click', { timeout: 300_000 }, async () => {
   const { context, page } = await openPage(browser, server);
   try {
     await page.goto(server.url);
-    assert.equal(await waitLoaded(page), 'ready');
+    assert.equal(await waitLoaded(page), 'running', await page.evaluate(() => window.gendi.error));
+    await page.waitForFunction(() => window.gendi.framesDrawn >= 2, null, { timeout: 120_000, polling: 100 });
+    await page.click('#stop');
+    await page.waitForFunction(() => window.gendi.state === 'ready', null, { timeout: 60_000, polling: 100 });
     assert.equal(await page.evaluate(() => window.gendi.backend), 'cpu');
     assert.ok(await page.isVisible('#notice'));
     assert.match(await page.textContent('#notice'), /software adapter/);
     assert.match(await page.inputValue('#seed'), /^\d+$/, 'a random seed is shown');
   } finally {
     await context.close();
+  }
+  // With a reduced-motion preference the page waits for the button.
+  const still = await openPage(browser, server, { contextOptions: { reducedMotion: 'reduce' } });
+  try {
+    await still.page.goto(server.url);
+    assert.equal(await waitLoaded(still.page), 'ready', await still.page.evaluate(() => window.gendi.error));
+    assert.equal(await still.page.evaluate(() => window.gendi.framesDrawn), 0);
+  } finally {
+    await still.context.close();
   }
 });
 
@@ -293,7 +305,7 @@ test('a digit drawn with the mouse, denoised from t = 600 as a 3, ends as a 3', 
   const { context, page, external, consoleErrors } = await openPage(browser, server);
   try {
     await page.setViewportSize({ width: 1280, height: 900 });
-    await page.goto(`${server.url}?backend=cpu&count=1&digit=3&seed=7`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&count=1&digit=3&seed=7`);
     assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
     assert.ok(await page.isDisabled('#denoise'), 'nothing to denoise before a drawing');
     await drawZero(page);
@@ -337,7 +349,7 @@ function padImage(page, selector, offset = 0) {
 test('inpainting: a masked part is redrawn and every other pixel is kept exactly', { timeout: 300_000 }, async () => {
   const { context, page, consoleErrors } = await openPage(browser, server);
   try {
-    await page.goto(`${server.url}?backend=cpu&count=1&digit=1&seed=3`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&count=1&digit=1&seed=3`);
     assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
     await drawZero(page);
     // Mask the right half of the 0 with one stroke of the mask brush.
@@ -390,7 +402,7 @@ async function runToEnd(page) {
 test('replay: scrubbing back shows the stored frame, a digit opens its trajectory, the GIF holds every frame, a copied link reproduces the run', { timeout: 400_000 }, async () => {
   const { context, page, consoleErrors } = await openPage(browser, server);
   try {
-    await page.goto(`${server.url}?backend=cpu&count=4&digit=-2&seed=11&sampler=dpm-solver&steps=10`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&count=4&digit=-2&seed=11&sampler=dpm-solver&steps=10`);
     assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
     const canvases = await runToEnd(page);
     assert.equal(canvases.length, 10);
@@ -447,10 +459,17 @@ test('replay: scrubbing back shows the stored frame, a digit opens its trajector
     const link = await page.inputValue('#share-url');
     assert.match(link, /seed=11/);
     assert.match(link, /sampler=dpm-solver/);
+    // Opened, the link starts the run by itself (a page opened without ?autostart=0 does).
     const other = await context.newPage();
+    await other.addInitScript(() => {
+      window.__canvases = [];
+      window.addEventListener('gendi-frame', () => window.__canvases.push(document.getElementById('xt').toDataURL()));
+    });
     await other.goto(link);
-    assert.equal(await waitLoaded(other), 'ready');
-    const again = await runToEnd(other);
+    assert.equal(await waitLoaded(other), 'running');
+    await other.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === window.gendi.lastFrame?.total,
+      null, { timeout: 240_000, polling: 250 });
+    const again = await other.evaluate(() => window.__canvases);
     assert.deepEqual(again, canvases, 'the link reproduces every x_t of the run');
     assert.deepEqual(consoleErrors, []);
   } finally {
@@ -471,7 +490,7 @@ test('accessible: no axe-core violations at 1280 and 375 px, no sideways scrolli
   const { context, page, consoleErrors } = await openPage(browser, server);
   try {
     await page.setViewportSize({ width: 1280, height: 900 });
-    await page.goto(`${server.url}?backend=cpu&count=4&steps=5`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&count=4&steps=5`);
     assert.equal(await waitLoaded(page), 'ready');
     await page.click('#pad-real');
     await page.waitForFunction(() => window.gendi.realDigit, null, { timeout: 30_000 });
@@ -515,7 +534,7 @@ test('touch: a finger drawing on the pad leaves ink and does not scroll the page
   const { context, page } = await openPage(browser, server);
   try {
     await page.setViewportSize({ width: 375, height: 800 });
-    await page.goto(`${server.url}?backend=cpu`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu`);
     assert.equal(await waitLoaded(page), 'ready');
     await page.locator('#pad').scrollIntoViewIfNeeded();
     const box = await page.locator('#pad').boundingBox();
@@ -551,7 +570,7 @@ test('WebGPU device lost mid-run: the page says so, "Switch to the CPU backend" 
     await patchWorker(page, `const requestDevice = GPUAdapter.prototype.requestDevice;
 GPUAdapter.prototype.requestDevice = async function (...args) { const device = await requestDevice.apply(this, args); self.__gpuDevice = device; return device; };
 `);
-    await page.goto(`${server.url}?backend=webgpu&count=1&digit=-1&sampler=ddim&steps=200&seed=1`);
+    await page.goto(`${server.url}?autostart=0&backend=webgpu&count=1&digit=-1&sampler=ddim&steps=200&seed=1`);
     assert.equal(await waitLoaded(page), 'ready', await page.evaluate(() => window.gendi.error));
     await page.click('#start');
     await page.waitForFunction(() => window.gendi.framesDrawn >= 2, null, { timeout: 120_000 });
@@ -590,7 +609,7 @@ for (const PatchedDenoiser of [Gpu, Single, Pooled]) {
   };
 }
 `);
-    await page.goto(`${server.url}?backend=cpu&count=1&steps=5`);
+    await page.goto(`${server.url}?autostart=0&backend=cpu&count=1&steps=5`);
     assert.equal(await waitLoaded(page), 'ready');
     await page.workers()[0].evaluate(() => { self.__crashNext = true; });
     await page.click('#start');
