@@ -1,11 +1,12 @@
 // The page's speed in headless Chromium, printed as JSON: ms per reverse step (U-Net forward +
 // sampler step + read-back) at batch 1 and 16 on WebGPU (SwiftShader here) and on the CPU
 // backend (on every core, and as cpu1 on one thread), the time from navigation to the first drawn
-// step, and the gzipped download by part.
-import { readFileSync, readdirSync } from 'node:fs';
+// step (and that of a plain first and second visit), and the gzipped download by part.
+import { readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { gzipSync } from 'node:zlib';
 import { join } from 'node:path';
-import { serveWww, launchBrowser, openPage, waitLoaded, WWW } from './harness.mjs';
+import { serveWww, launchBrowser, launchProfile, openPage, waitLoaded, WWW } from './harness.mjs';
 
 const STEPS = Number(process.env.BENCH_STEPS ?? 4);
 // BENCH_BACKENDS=cpu skips SwiftShader's minutes per step when only the CPU backend is of interest.
@@ -51,6 +52,38 @@ async function measure(browser, server, name, count) {
   }
 }
 
+// What a visitor who types the address sees: the page without settings (the automatic backend,
+// 16 digits 0–9 with guidance, DPM-Solver++ 20), which starts by itself. Twice in one profile: a
+// first visit, then a second one with whatever the browser kept (HTTP cache, compiled code, the
+// weights in the Cache API). Milliseconds from navigation to the first drawn step, per visit.
+async function plainVisits(server, visits = 2) {
+  const dir = mkdtempSync(join(tmpdir(), 'gendi-bench-profile-'));
+  const context = await launchProfile(dir);
+  const result = { navigation_to_first_step_ms: [] };
+  try {
+    for (let v = 0; v < visits; v++) {
+      const page = await context.newPage();
+      await page.addInitScript(() => {
+        window.__first = null;
+        window.addEventListener('gendi-frame', () => {
+          if (window.__first === null) { window.__first = performance.now(); document.getElementById('stop').click(); }
+        });
+      });
+      await page.goto(server.url);
+      await page.waitForFunction(() => window.__first !== null || window.gendi?.state === 'error', null, { timeout: 600_000, polling: 100 });
+      const r = await page.evaluate(() => ({ first: window.__first, error: window.gendi.error, backend: window.gendi.backend, threads: window.gendi.threads }));
+      if (r.first === null) throw new Error(r.error);
+      result.navigation_to_first_step_ms.push(r.first);
+      Object.assign(result, { backend: r.backend, threads: r.threads });
+      await page.close();
+    }
+  } finally {
+    await context.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return result;
+}
+
 function gzipped(paths) {
   return paths.reduce((sum, p) => sum + gzipSync(readFileSync(p), { level: 9 }).length, 0);
 }
@@ -77,6 +110,10 @@ try {
       report[`${backend}_threads`] = r.threads;
     }
   }
+  const plain = await plainVisits(server);
+  report.plain_visit_navigation_to_first_step_ms = plain.navigation_to_first_step_ms;
+  report.plain_visit_backend = plain.backend;
+  report.plain_visit_threads = plain.threads;
   // A first visit loads one of three modules: pkg/ (WebGPU), pkg-cpu/ (the CPU on one thread) or
   // pkg-threads/ (the CPU on every core, with wasm-bindgen-rayon's worker script).
   const page = [join(WWW, 'main.js'), join(WWW, 'worker.js'), join(WWW, 'index.html'), join(WWW, 'style.css')];

@@ -58,13 +58,24 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update', '--disable-sync',
 ];
 
+const LAUNCH = {
+  executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium',
+  headless: true,
+  // GENDI_CHROMIUM_ARGS adds flags for an experiment (e.g. V8's wasm tiering options).
+  args: [...CHROMIUM_ARGS, ...(process.env.GENDI_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
+};
+
 export async function launchBrowser() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium',
-    headless: true,
-    // GENDI_CHROMIUM_ARGS adds flags for an experiment (e.g. V8's wasm tiering options).
-    args: [...CHROMIUM_ARGS, ...(process.env.GENDI_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
-  });
+  return chromium.launch(LAUNCH);
+}
+
+/**
+ * A browser with an ordinary profile in `userDataDir`, kept across its pages like a visitor's
+ * (disk caches included), where launchBrowser's contexts are fresh each time. Resolves to the
+ * one context.
+ */
+export async function launchProfile(userDataDir) {
+  return chromium.launchPersistentContext(userDataDir, LAUNCH);
 }
 
 /**
