@@ -97,7 +97,13 @@ fn a_short_flow_matching_run_lowers_the_loss_and_its_weights_sample_with_heun() 
     let exported = dir.join("weights");
     let saved = Checkpoint::load(&dir.join("checkpoint.gendi")).unwrap();
     assert_eq!(saved.state.config.schedule.objective, Objective::Flow);
-    export(&saved, &exported, true, StoredDType::F16).unwrap();
+    export(
+        std::slice::from_ref(&saved),
+        &exported,
+        true,
+        StoredDType::F16,
+    )
+    .unwrap();
     let (manifest, model) = load_exported(&exported, &device).unwrap();
     assert_eq!(manifest.schedule.objective, Objective::Flow);
     let schedule = NoiseSchedule::new(manifest.schedule);
@@ -222,7 +228,7 @@ fn a_run_started_from_exported_weights_counts_on_from_their_steps() {
     first.run(&data, &quiet(&first_dir, 0)).unwrap();
     let exported_dir = first_dir.join("weights");
     let manifest = export(
-        &first.checkpoint().unwrap(),
+        &[first.checkpoint().unwrap()],
         &exported_dir,
         true,
         StoredDType::F32,
@@ -395,4 +401,88 @@ fn cosine_decay_follows_half_a_cosine_after_the_warm_up() {
         "the final fraction at the end"
     );
     assert!(lr(800) < lr(700), "decreasing");
+}
+
+/// Every float parameter of `model`, flattened in visiting order.
+fn parameters(model: &gendi::model::UNet) -> Vec<f32> {
+    struct All(Vec<f32>);
+    impl burn::module::ModuleVisitor for All {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            self.0
+                .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut all = All(Vec::new());
+    model.visit(&mut all);
+    all.0
+}
+
+#[test]
+fn checkpoints_of_one_run_export_as_the_mean_of_their_weights() {
+    let device = common::device();
+    // Two networks from different seeds stand for one run's checkpoints at two steps.
+    let checkpoint = |seed, step, model| {
+        let config = TrainConfig {
+            model,
+            batch_size: 2,
+            seed,
+            ..TrainConfig::default()
+        };
+        let mut checkpoint = Trainer::new(config, &device).unwrap().checkpoint().unwrap();
+        checkpoint.state.step = step;
+        checkpoint
+    };
+    let tiny = gendi::model::UNetConfig::tiny;
+    let (a, b) = (checkpoint(1, 300, tiny()), checkpoint(2, 100, tiny()));
+    let ema = |c: &Checkpoint| {
+        parameters(
+            &gendi::weights::model_from_bytes(&c.state.config.model, &c.ema, &device).unwrap(),
+        )
+    };
+    let (pa, pb) = (ema(&a), ema(&b));
+    assert!(common::max_abs_diff(&pa, &pb) > 1e-3, "the two differ");
+
+    let scratch = common::scratch_dir("export-mean");
+    let out = scratch.path().join("mean");
+    let manifest = export(&[a, b], &out, true, StoredDType::F32).unwrap();
+    assert_eq!(manifest.training_steps, 300, "the latest step is named");
+    let (_, model) = load_exported(&out, &device).unwrap();
+    let expected: Vec<f32> = pa.iter().zip(&pb).map(|(x, y)| (x + y) / 2.0).collect();
+    let diff = common::max_abs_diff(&parameters(&model), &expected);
+    assert!(diff < 1e-6, "the export is not the mean: off by {diff}");
+
+    // One checkpoint twice is that checkpoint, to the bit.
+    let once = scratch.path().join("once");
+    let twice = scratch.path().join("twice");
+    let c = checkpoint(1, 300, tiny());
+    let single = export(std::slice::from_ref(&c), &once, true, StoredDType::F32).unwrap();
+    let double = export(
+        &[c, checkpoint(1, 300, tiny())],
+        &twice,
+        true,
+        StoredDType::F32,
+    )
+    .unwrap();
+    assert_eq!(single.weights.sha256, double.weights.sha256);
+
+    // Checkpoints of different networks are refused, and nothing is written.
+    let mixed = scratch.path().join("mixed");
+    let err = export(
+        &[
+            checkpoint(1, 300, tiny()),
+            checkpoint(1, 200, Default::default()),
+        ],
+        &mixed,
+        true,
+        StoredDType::F32,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("only checkpoints of one run"),
+        "{err}"
+    );
+    assert!(!mixed.exists());
 }

@@ -205,9 +205,10 @@ impl ModelSource {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// Training checkpoint to export.
-    #[arg(long, default_value = "runs/default/checkpoint.gendi")]
-    checkpoint: PathBuf,
+    /// Training checkpoint to export. Several (copies of one run's checkpoint at different
+    /// steps) export the mean of their weights, a longer average than the EMA alone.
+    #[arg(long, num_args = 1.., default_value = "runs/default/checkpoint.gendi")]
+    checkpoint: Vec<PathBuf>,
     /// Store already exported weights (a directory like www/weights) again in another precision,
     /// instead of exporting a checkpoint.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["checkpoint", "raw"])]
@@ -326,8 +327,19 @@ pub fn run_export(args: ExportArgs) -> Result<(), String> {
     let manifest = match &args.weights {
         Some(dir) => reexport(dir, &args.out, dtype),
         None => {
-            let checkpoint = Checkpoint::load(&args.checkpoint).map_err(|e| e.to_string())?;
-            export(&checkpoint, &args.out, !args.raw, dtype)
+            let checkpoints = args
+                .checkpoint
+                .iter()
+                .map(|path| Checkpoint::load(path).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            if checkpoints.len() > 1 {
+                let steps: Vec<String> = checkpoints
+                    .iter()
+                    .map(|c| c.state.step.to_string())
+                    .collect();
+                println!("averaging the weights of steps {}", steps.join(", "));
+            }
+            export(&checkpoints, &args.out, !args.raw, dtype)
         }
     }
     .map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 
 use super::checkpoint::Checkpoint;
+use super::params;
 use crate::model::UNet;
 use crate::weights::{self, MANIFEST_FILE, Manifest, StoredDType, WeightsError};
 
@@ -15,6 +16,12 @@ pub enum ExportError {
     Checkpoint(super::checkpoint::CheckpointError),
     Weights(WeightsError),
     Io(PathBuf, std::io::Error),
+    NoCheckpoint,
+    /// Checkpoints of different models or schedules, which cannot be averaged.
+    Mismatch {
+        step: u64,
+        latest: u64,
+    },
 }
 
 impl std::fmt::Display for ExportError {
@@ -23,35 +30,61 @@ impl std::fmt::Display for ExportError {
             Self::Checkpoint(e) => write!(f, "{e}"),
             Self::Weights(e) => write!(f, "{e}"),
             Self::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            Self::NoCheckpoint => write!(f, "no checkpoint to export"),
+            Self::Mismatch { step, latest } => write!(
+                f,
+                "the checkpoint of step {step} has another model or schedule than that of step \
+                 {latest}: only checkpoints of one run can be averaged"
+            ),
         }
     }
 }
 
 impl std::error::Error for ExportError {}
 
-/// Writes the EMA (or raw) weights of `checkpoint`, stored as `dtype`, and their manifest into
-/// `out_dir`.
+/// Writes the EMA (or raw) weights of `checkpoints`, stored as `dtype`, and their manifest into
+/// `out_dir`. Several checkpoints of one run (e.g. copies kept every few thousand steps) are
+/// averaged parameter by parameter, a longer average than the EMA alone; the manifest names the
+/// latest step among them.
 pub fn export(
-    checkpoint: &Checkpoint,
+    checkpoints: &[Checkpoint],
     out_dir: &Path,
     ema: bool,
     dtype: StoredDType,
 ) -> Result<Manifest, ExportError> {
-    let config = &checkpoint.state.config;
-    let trained = if ema {
-        &checkpoint.ema
-    } else {
-        &checkpoint.model
-    };
-    // Load once: checks the bytes fit the config and counts the parameters.
-    let model = weights::model_from_bytes(&config.model, trained, &Device::flex())
+    let latest = checkpoints
+        .iter()
+        .max_by_key(|c| c.state.step)
+        .ok_or(ExportError::NoCheckpoint)?;
+    let config = &latest.state.config;
+    if let Some(other) = checkpoints.iter().find(|c| {
+        c.state.config.model != config.model || c.state.config.schedule != config.schedule
+    }) {
+        return Err(ExportError::Mismatch {
+            step: other.state.step,
+            latest: latest.state.step,
+        });
+    }
+    // Load each once: checks the bytes fit the config.
+    let models = checkpoints
+        .iter()
+        .map(|checkpoint| {
+            let trained = if ema {
+                &checkpoint.ema
+            } else {
+                &checkpoint.model
+            };
+            weights::model_from_bytes(&config.model, trained, &Device::flex())
+        })
+        .collect::<Result<Vec<_>, _>>()
         .map_err(ExportError::Weights)?;
+    let model = params::mean(models).expect("at least one checkpoint");
     let bytes = weights::model_to_bytes_as(&model, dtype).map_err(ExportError::Weights)?;
     let manifest = weights::manifest_for(
         &config.model,
         config.schedule,
         model.num_params(),
-        checkpoint.state.step,
+        latest.state.step,
         ema,
         &bytes,
         dtype,

@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod eval;
 pub mod export;
 pub mod images;
+pub mod params;
 pub mod train;
 
 use burn::tensor::Device;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bytes, Device, Tensor};
@@ -387,13 +387,7 @@ impl Trainer {
     fn update_ema(&mut self) {
         let n = self.state.step as f64;
         let decay = self.state.config.ema_decay.min((1.0 + n) / (10.0 + n)) as f32;
-        let mut current = FlatParams::default();
-        self.model.valid().visit(&mut current);
-        let mut mapper = EmaUpdate {
-            current: current.0.into_iter(),
-            decay,
-        };
-        self.ema = self.ema.clone().map(&mut mapper);
+        self.ema = super::params::blend(self.ema.clone(), &self.model.valid(), decay);
     }
 
     /// The images of step `step`: epoch-wise permutations of the training set, each drawn from
@@ -660,18 +654,6 @@ fn progress_bar(visible: bool, position: u64, total: u64) -> indicatif::Progress
     bar
 }
 
-/// The float parameters of a module, flattened, in visiting order.
-#[derive(Default)]
-struct FlatParams(Vec<Tensor<1>>);
-
-impl ModuleVisitor for FlatParams {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let value = param.val();
-        let count = value.shape().num_elements();
-        self.0.push(value.reshape([count]));
-    }
-}
-
 /// Whether every float parameter is finite.
 struct FiniteCheck(bool);
 
@@ -681,25 +663,5 @@ impl ModuleVisitor for FiniteCheck {
             let total: f32 = param.val().abs().sum().into_scalar();
             self.0 = total.is_finite();
         }
-    }
-}
-
-/// ema ← decay · ema + (1 − decay) · current, parameter by parameter in visiting order.
-struct EmaUpdate<I: Iterator<Item = Tensor<1>>> {
-    current: I,
-    decay: f32,
-}
-
-impl<I: Iterator<Item = Tensor<1>>> ModuleMapper for EmaUpdate<I> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let current = self
-            .current
-            .next()
-            .expect("EMA and model have the same parameters");
-        let decay = self.decay;
-        param.map(|ema| {
-            let dims = ema.dims();
-            ema * decay + current.reshape(dims) * (1.0 - decay)
-        })
     }
 }
