@@ -108,13 +108,16 @@ wasm_output() {
 }
 
 # wasm-bindgen, then wasm-opt: $1 the cargo output, $2 the page's folder for it, then wasm-opt's
-# extra flags.
+# extra flags. wasm-opt only strips what the page does not need (names, producers, target
+# features): LLVM has optimised the code already, and binaryen's -Oz on top of it made every
+# module larger gzipped (the WebGPU one by 0.17 MB), the CPU steps slower and the first step
+# 1.5-2x slower to compile and run (README, "The size of the modules").
 bind_wasm() {
   local wasm="$1" out="$2"; shift 2
   rm -rf "$out" && mkdir -p "$out"
   wasm-bindgen --target web --no-typescript --out-dir "$out" "$wasm"
-  say "shrinking $out with wasm-opt (binaryen $BINARYEN_VERSION)"
-  "$NODE_DIR/node_modules/.bin/wasm-opt" -Oz --enable-reference-types --enable-bulk-memory \
+  say "stripping $out with wasm-opt (binaryen $BINARYEN_VERSION)"
+  "$NODE_DIR/node_modules/.bin/wasm-opt" --enable-reference-types --enable-bulk-memory \
     --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-multivalue \
     --enable-simd --strip-debug --strip-producers --strip-target-features "$@" \
     "$out/gendi_bg.wasm" -o "$out/gendi_bg.wasm"
