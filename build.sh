@@ -108,15 +108,15 @@ wasm_output() {
 }
 
 # wasm-bindgen, then wasm-opt: $1 the cargo output, $2 the page's folder for it, then wasm-opt's
-# extra flags. wasm-opt only strips what the page does not need (names, producers, target
-# features): LLVM has optimised the code already, and binaryen's -Oz on top of it made every
-# module larger gzipped (the WebGPU one by 0.17 MB), the CPU steps slower and the first step
-# 1.5-2x slower to compile and run (README, "The size of the modules").
+# extra flags. wasm-opt strips what the page does not need (names, producers, target features);
+# it optimises only when asked (-Oz for the WebGPU module). On the CPU modules, which LLVM has
+# optimised for speed, binaryen's -Oz made them larger gzipped and the first step slower; on the
+# WebGPU module it keeps the steps twice as fast (README, "The size of the modules").
 bind_wasm() {
   local wasm="$1" out="$2"; shift 2
   rm -rf "$out" && mkdir -p "$out"
   wasm-bindgen --target web --no-typescript --out-dir "$out" "$wasm"
-  say "stripping $out with wasm-opt (binaryen $BINARYEN_VERSION)"
+  say "wasm-opt ${*:-(strip only)} on $out (binaryen $BINARYEN_VERSION)"
   "$NODE_DIR/node_modules/.bin/wasm-opt" --enable-reference-types --enable-bulk-memory \
     --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-multivalue \
     --enable-simd --strip-debug --strip-producers --strip-target-features "$@" \
@@ -141,7 +141,7 @@ build_wasm() {
   # (feature `fusion`): fewer, larger shaders.
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" WASM_PROFILE=wasm-webgpu \
     cargo_wasm "$WASM_TARGET_DIR" --no-default-features --features fusion
-  bind_wasm "$(wasm_output "$WASM_TARGET_DIR" wasm-webgpu)" www/pkg
+  bind_wasm "$(wasm_output "$WASM_TARGET_DIR" wasm-webgpu)" www/pkg -Oz
   say "building the single-threaded CPU module"
   CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128" \
     cargo_wasm "$WASM_TARGET_DIR" --no-default-features
