@@ -149,12 +149,7 @@ std::thread_local! {
 /// convolution runs: for benchmarks and tests that compare the two (`gendi bench --kernels
 /// im2col`).
 pub fn use_winograd(enabled: bool) {
-    SETTINGS.with(|cell| {
-        cell.set(Settings {
-            winograd: enabled,
-            ..cell.get()
-        })
-    });
+    update_settings(|settings| settings.winograd = enabled);
 }
 
 /// Whether 3×3 stride-1 convolutions run by Winograd on this thread (see [`use_winograd`]).
@@ -166,11 +161,14 @@ pub fn winograd_enabled() -> bool {
 /// default) and burn's own ops: for benchmarks and profiles that compare the two in one binary
 /// (`gendi bench --kernels burn`), and tests of the composite ops the GPU runs.
 pub fn use_gendi_kernels(enabled: bool) {
+    update_settings(|settings| settings.gendi = enabled);
+}
+
+fn update_settings(change: impl FnOnce(&mut Settings)) {
     SETTINGS.with(|cell| {
-        cell.set(Settings {
-            gendi: enabled,
-            ..cell.get()
-        })
+        let mut settings = cell.get();
+        change(&mut settings);
+        cell.set(settings);
     });
 }
 

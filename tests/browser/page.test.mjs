@@ -388,15 +388,24 @@ test('inpainting: a masked part is redrawn and every other pixel is kept exactly
 });
 
 // Runs the page's current settings to the end; returns the x_t canvas after each step.
-async function runToEnd(page) {
-  await page.evaluate(() => {
-    window.__canvases = [];
-    window.addEventListener('gendi-frame', () => window.__canvases.push(document.getElementById('xt').toDataURL()));
-  });
-  await page.click('#start');
+// Keeps the x_t canvas of every drawn frame in window.__canvases (run in the page, or before it
+// loads with addInitScript).
+function collectCanvases() {
+  window.__canvases = [];
+  window.addEventListener('gendi-frame', () => window.__canvases.push(document.getElementById('xt').toDataURL()));
+}
+
+// Waits for the run under way to finish; returns its canvases (see collectCanvases).
+async function canvasesAtEnd(page) {
   await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === window.gendi.lastFrame?.total,
     null, { timeout: 240_000, polling: 250 });
   return page.evaluate(() => window.__canvases);
+}
+
+async function runToEnd(page) {
+  await page.evaluate(collectCanvases);
+  await page.click('#start');
+  return canvasesAtEnd(page);
 }
 
 test('replay: scrubbing back shows the stored frame, a digit opens its trajectory, the GIF holds every frame, a copied link reproduces the run', { timeout: 400_000 }, async () => {
@@ -461,15 +470,10 @@ test('replay: scrubbing back shows the stored frame, a digit opens its trajector
     assert.match(link, /sampler=dpm-solver/);
     // Opened, the link starts the run by itself (a page opened without ?autostart=0 does).
     const other = await context.newPage();
-    await other.addInitScript(() => {
-      window.__canvases = [];
-      window.addEventListener('gendi-frame', () => window.__canvases.push(document.getElementById('xt').toDataURL()));
-    });
+    await other.addInitScript(collectCanvases);
     await other.goto(link);
     assert.equal(await waitLoaded(other), 'running');
-    await other.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === window.gendi.lastFrame?.total,
-      null, { timeout: 240_000, polling: 250 });
-    const again = await other.evaluate(() => window.__canvases);
+    const again = await canvasesAtEnd(other);
     assert.deepEqual(again, canvases, 'the link reproduces every x_t of the run');
     assert.deepEqual(consoleErrors, []);
   } finally {
