@@ -16,6 +16,7 @@
 //! moves less memory wherever its GEMMs stay wide enough; see [`Tiling::for_shape`].
 
 mod tilings;
+mod weight_cache;
 
 use super::conv::{Conv2dGrads, Conv2dShape, GEMM_COLUMNS, add_into};
 use super::matmul::{MatRef, Threads, gemm};
@@ -177,7 +178,8 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
     assert_eq!(x.len(), plan.in_len * shape.batch, "winograd: input size");
     assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
     assert_eq!(bias.len(), shape.channels_out, "winograd: bias size");
-    let u = transformed_weights::<M, N, T>(weight, shape.channels_out, shape.channels_in);
+    let (cout, cin) = (shape.channels_out, shape.channels_in);
+    let u = weight_cache::transformed(weight, M, |w| transformed_weights::<M, N, T>(w, cout, cin));
     let mut output = parallel::zeroed(shape.batch * plan.out_len);
     parallel::for_each_chunk(
         &mut output,
