@@ -124,21 +124,37 @@ function earlyWeightsEntry(manifestText) {
 const now = () => performance.timeOrigin + performance.now();
 const phases = { worker_started: now() };
 
-async function load({ backend, base, weightsDir, warmBatch, threads }) {
-  denoiser = null;
-  const manifestUrl = new URL(`${weightsDir}/manifest.json`, base).href;
-  const download = fetchOk(manifestUrl, 'the model manifest').then(async (response) => {
+// The manifest, then the weights it names, downloading: started by 'prefetch' as soon as the
+// worker runs (every backend needs them, and the page may still be choosing one), or by 'load'.
+let prefetched = null;
+
+function download(manifestUrl) {
+  const started = fetchOk(manifestUrl, 'the model manifest').then(async (response) => {
     const text = await response.text();
     const early = earlyWeightsEntry(text);
     const weights = early && loadWeights(manifestUrl, early);
-    weights?.catch(() => {}); // reported below, if these turn out to be the weights to use
+    weights?.catch(() => {}); // reported by load, if these turn out to be the weights to use
     return { text, early, weights };
   });
-  download.catch(() => {}); // reported below, after any error of the module itself
+  started.catch(() => {}); // reported by load, after any error of the module itself
+  return { manifestUrl, started };
+}
+
+const manifestUrlOf = (base, weightsDir) => new URL(`${weightsDir}/manifest.json`, base).href;
+
+function prefetch({ base, weightsDir }) {
+  prefetched = download(manifestUrlOf(base, weightsDir));
+}
+
+async function load({ backend, base, weightsDir, warmBatch, threads }) {
+  denoiser = null;
+  const manifestUrl = manifestUrlOf(base, weightsDir);
+  const { started } = prefetched?.manifestUrl === manifestUrl ? prefetched : download(manifestUrl);
+  prefetched = null;
   wasm ??= await loadModule(backend, threads);
   phases.module = now();
   const { Denoiser, checkManifest, formatVersion } = wasm;
-  const { text: manifestText, early, weights: earlyWeights } = await download;
+  const { text: manifestText, early, weights: earlyWeights } = await started;
   let info;
   try {
     info = checkManifest(manifestText);
@@ -221,7 +237,8 @@ function noised({ pixels, t, seed }) {
 
 self.onmessage = async ({ data }) => {
   try {
-    if (data.type === 'load') await load(data);
+    if (data.type === 'prefetch') prefetch(data);
+    else if (data.type === 'load') await load(data);
     else if (data.type === 'generate') await generate(data.params);
     else if (data.type === 'stop') stopRequested = running;
     else if (data.type === 'noised') noised(data);
