@@ -184,9 +184,27 @@ async function webgpuAvailable() {
   }
 }
 
+// "Automatic" starts on the CPU: its module is a sixth of the WebGPU module's size and has no
+// shaders to compile, so the digits appear soonest, and a first visit stays under 3 MB.
+// Meanwhile the page asks for a GPU adapter; with a hardware one, the WebGPU module loads in a
+// second worker once the page is idle (after the first run) and takes over when it is ready
+// (see "The GPU, prepared in the background" below).
+let gpuFound = false;
+
 async function chooseBackend() {
   const wanted = ui.backend.value;
+  gpuFound = false;
   if (wanted === 'cpu') { notice(''); return 'cpu'; }
+  if (wanted === 'auto') {
+    notice('');
+    webgpuAvailable().then((gpu) => {
+      if (ui.backend.value !== 'auto') return;
+      if (!gpu.ok) { addNotice(`Running on the CPU: ${gpu.why}.`); return; }
+      gpuFound = true;
+      prepareGpu();
+    });
+    return 'cpu';
+  }
   const gpu = await webgpuAvailable();
   if (gpu.ok) { notice(''); return 'webgpu'; }
   // Asked for explicitly, a software adapter is still WebGPU: honour the choice.
@@ -219,9 +237,43 @@ let autostartPending = params.has('autostart')
 // `?threads=N` caps the CPU backend's threads (default: every core the browser reports).
 const THREADS = Math.max(0, Math.floor(Number(params.get('threads')) || 0));
 
-function startWorker(backend) {
+// On WebGPU the warm-up runs the batch the current settings will (the digits, twice with
+// guidance): its shaders are compiled for those shapes. The CPU has nothing to compile; one image
+// is enough to bring the browser's optimising compiler to the hot loops, where the full batch
+// would delay the first step by a whole step's time.
+function warmBatchFor(backend) {
+  const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
+  return backend === 'cpu' ? 1 : Number(ui.digit.value) === -1 ? count : 2 * count;
+}
+
+function spawnWorker() {
+  const spawned = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
+  spawned.postMessage({ type: 'prefetch', base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR });
+  return spawned;
+}
+
+function loadIn(target, backend) {
+  target.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR, warmBatch: warmBatchFor(backend), threads: THREADS });
+}
+
+function adopt(target) {
+  worker = target;
+  worker.onmessage = ({ data }) => handlers[data.type]?.(data);
+  worker.onerror = (event) => {
+    event.preventDefault();
+    setState('error');
+    showError(`The WebAssembly worker failed to start: ${event.message || 'see the browser console'}. ` +
+      'Was ./build.sh run, so that www/pkg/ exists?', [['Retry', () => startWorker(currentBackend ?? chooseBackend())]]);
+  };
+}
+
+// The worker starts at once and begins downloading the weights, which every backend needs;
+// `backend` (a name, or the promise of one while the page asks WebGPU for an adapter, which can
+// take a good part of a second) decides which module it then loads.
+async function startWorker(backend) {
   if (worker) worker.terminate();
-  currentBackend = backend;
+  dropStandby();
+  currentBackend = null;
   setState('loading');
   clearError();
   if (WEIGHTS_ASKED !== null && WEIGHTS_DIR !== WEIGHTS_ASKED) {
@@ -230,21 +282,60 @@ function startWorker(backend) {
   $('loading').hidden = false;
   $('load-label').textContent = 'Loading the model…';
   $('load-progress').removeAttribute('value');
-  worker = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
-  worker.onmessage = ({ data }) => handlers[data.type]?.(data);
-  worker.onerror = (event) => {
-    event.preventDefault();
-    setState('error');
-    showError(`The WebAssembly worker failed to start: ${event.message || 'see the browser console'}. ` +
-      'Was ./build.sh run, so that www/pkg/ exists?', [['Retry', () => startWorker(currentBackend)]]);
+  const started = spawnWorker();
+  adopt(started);
+  const chosen = await backend;
+  if (worker !== started) return; // replaced meanwhile
+  currentBackend = chosen;
+  loadIn(started, chosen);
+}
+
+// ---- The GPU, prepared in the background ---------------------------------------------------
+
+// With "Automatic" on the CPU and a hardware GPU found: a second worker loads the WebGPU module
+// and warms it up while the page is idle, then replaces the CPU worker between runs. If it
+// fails, the page stays on the CPU and says why.
+let standby = null;
+let standbyReady = null;
+
+function prepareGpu() {
+  if (!gpuFound || standby || currentBackend !== 'cpu' || ui.backend.value !== 'auto') return;
+  if (gendi.state !== 'ready' || autostartPending) return;
+  const spawned = (standby = spawnWorker());
+  const giveUp = (why) => {
+    if (standby !== spawned) return;
+    dropStandby();
+    gpuFound = false;
+    addNotice(`WebGPU could not start (${why}), so the page stays on the CPU.`);
+    $('stat-backend').textContent = 'CPU';
   };
-  // On WebGPU the warm-up runs the batch the current settings will (the digits, twice with
-  // guidance): its shaders are compiled for those shapes. The CPU has nothing to compile; one
-  // image is enough to bring the browser's optimising compiler to the hot loops, where the full
-  // batch would delay the first step by a whole step's time.
-  const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
-  const warmBatch = backend === 'cpu' ? 1 : Number(ui.digit.value) === -1 ? count : 2 * count;
-  worker.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR, warmBatch, threads: THREADS });
+  spawned.onerror = (event) => { event.preventDefault(); giveUp(event.message || 'its worker failed'); };
+  spawned.onmessage = ({ data }) => {
+    if (data.type === 'error') giveUp(data.message);
+    else if (data.type === 'ready') { standbyReady = data; promoteGpu(); }
+  };
+  loadIn(spawned, 'webgpu');
+  $('stat-backend').textContent = 'CPU (preparing WebGPU…)';
+}
+
+// The prepared GPU worker takes over, unless a run is on: then when it ends.
+function promoteGpu() {
+  if (!standbyReady || gendi.state !== 'ready') return;
+  const ready = standbyReady;
+  const promoted = standby;
+  standby = null;
+  standbyReady = null;
+  worker.terminate();
+  adopt(promoted);
+  currentBackend = 'webgpu';
+  handlers.ready(ready);
+  addNotice(`A GPU was found (${gendi.adapter}): runs from now on use WebGPU.`);
+}
+
+function dropStandby() {
+  standby?.terminate();
+  standby = null;
+  standbyReady = null;
 }
 
 const handlers = {
@@ -283,6 +374,7 @@ const handlers = {
     preview();
     if (autostartPending && !gendi.error) generate();
     autostartPending = false;
+    prepareGpu();
   },
   started({ total, params: p }) {
     prepareCanvas($('xt'), p.count);
@@ -315,8 +407,10 @@ const handlers = {
     setState('ready');
     replay.sync(replay.following());
     window.dispatchEvent(new CustomEvent('gendi-done'));
+    prepareGpu();
+    promoteGpu();
   },
-  stopped() { setState('ready'); replay.sync(replay.following()); },
+  stopped() { setState('ready'); replay.sync(replay.following()); prepareGpu(); promoteGpu(); },
   gif({ gif }) {
     gendi.gif = gif;
     $('save-gif').disabled = false;
@@ -346,7 +440,7 @@ const handlers = {
     if (currentBackend === 'webgpu') {
       actions.push(['Switch to the CPU backend', () => { ui.backend.value = 'cpu'; startWorker('cpu'); }]);
     }
-    actions.push(['Retry', () => startWorker(currentBackend)]);
+    actions.push(['Retry', () => startWorker(currentBackend ?? chooseBackend())]);
     const prefix = context === 'generate' && currentBackend === 'webgpu'
       ? 'The GPU stopped responding (the WebGPU device may have been lost): '
       : context === 'load' ? 'The model could not be loaded: ' : '';
@@ -606,8 +700,8 @@ $('reseed').addEventListener('click', () => { ui.seed.value = randomSeed(); });
 for (const control of [ui.guidance, ui.digit]) control.addEventListener('input', syncControls);
 for (const control of Object.values(ui)) control.addEventListener('change', syncUrl);
 ui.sampler.addEventListener('input', samplerChanged);
-ui.backend.addEventListener('change', async () => startWorker(await chooseBackend()));
+ui.backend.addEventListener('change', () => startWorker(chooseBackend()));
 
 applyUrlParams();
 syncControls();
-chooseBackend().then(startWorker);
+startWorker(chooseBackend());

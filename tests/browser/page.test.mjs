@@ -281,6 +281,39 @@ test('a plain visit: a software-only WebGPU adapter falls back to the CPU with a
   }
 });
 
+test('a plain visit with a hardware GPU: the first run is on the CPU, then WebGPU, prepared in the background, takes over', { timeout: 400_000 }, async () => {
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    // SwiftShader, reported to the page as a hardware adapter (the worker still gets SwiftShader).
+    await page.addInitScript(() => {
+      const requestAdapter = GPU.prototype.requestAdapter;
+      GPU.prototype.requestAdapter = async function (...args) {
+        const adapter = await requestAdapter.apply(this, args);
+        if (adapter) {
+          const info = { vendor: 'test', architecture: '', device: '', description: 'a GPU the test calls hardware', isFallbackAdapter: false };
+          Object.defineProperty(adapter, 'info', { value: info });
+          Object.defineProperty(adapter, 'isFallbackAdapter', { value: false });
+        }
+        return adapter;
+      };
+    });
+    await page.goto(`${server.url}?count=1&digit=-1&sampler=ddim&steps=4&seed=5`);
+    assert.equal(await waitLoaded(page), 'running', await page.evaluate(() => window.gendi.error));
+    assert.equal(await page.evaluate(() => window.gendi.backend), 'cpu', 'the first run starts on the CPU');
+    await page.waitForFunction(() => window.gendi.lastFrame?.step === 4, null, { timeout: 120_000, polling: 100 });
+    await page.waitForFunction(() => window.gendi.backend === 'webgpu', null, { timeout: 300_000, polling: 200 });
+    assert.equal(await page.evaluate(() => window.gendi.state), 'ready');
+    assert.match(await page.textContent('#notice'), /runs from now on use WebGPU/);
+    assert.equal(await page.textContent('#stat-backend'), 'WebGPU');
+    await page.click('#start');
+    await page.waitForFunction(() => window.gendi.state === 'ready' && window.gendi.lastFrame?.step === 4, null, { timeout: 240_000, polling: 100 });
+    assert.equal(await page.evaluate(() => window.gendi.framesDrawn), 4);
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
 // Draws a "0" on the pad with the mouse API: an ellipse of pointer moves while the button is down.
 async function drawZero(page) {
   await page.locator('#pad').scrollIntoViewIfNeeded();
