@@ -53,6 +53,21 @@ pub const UNCONDITIONAL: i32 = -1;
 /// `digit` for [`Denoiser::start`]: a balanced mix of 0–9, with guidance.
 pub const MIXED_DIGITS: i32 = -2;
 
+#[wasm_bindgen]
+extern "C" {
+    /// WebCrypto's `crypto.subtle.digest`; throws where there is none (outside a secure context).
+    #[wasm_bindgen(catch, js_namespace = ["crypto", "subtle"], js_name = digest)]
+    fn subtle_digest(algorithm: &str, data: &Uint8Array) -> Result<js_sys::Promise, JsValue>;
+}
+
+/// The SHA-256 of `bytes` in lowercase hex, by the browser's WebCrypto; `None` where it is not
+/// available, for the caller to compute it itself.
+async fn browser_sha256(bytes: &Uint8Array) -> Option<String> {
+    let promise = subtle_digest("SHA-256", bytes).ok()?;
+    let digest = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    Some(weights::lowercase_hex(&Uint8Array::new(&digest).to_vec()))
+}
+
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
@@ -187,8 +202,10 @@ impl Denoiser {
                 )));
             }
         };
+        let digest = browser_sha256(&weights_bytes).await;
         let bytes = weights_bytes.to_vec();
-        let model = weights::load_model(&manifest, &bytes, &device)
+        let digest = digest.unwrap_or_else(|| weights::sha256_hex(&bytes));
+        let model = weights::load_model_with_digest(&manifest, &bytes, digest, &device)
             .map_err(|e| JsError::new(&e.to_string()))?;
         Ok(Denoiser {
             inner: Rc::new(RefCell::new(Inner {

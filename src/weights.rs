@@ -109,10 +109,12 @@ impl std::fmt::Display for WeightsError {
 impl std::error::Error for WeightsError {}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    lowercase_hex(&Sha256::digest(bytes))
+}
+
+/// Bytes as two lowercase hex digits each, as manifests write digests.
+pub fn lowercase_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses a manifest and checks that this build can use it.
@@ -164,17 +166,25 @@ pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
 
 /// Checks the byte length and SHA-256 of `bytes` against the manifest.
 pub fn verify_weights(manifest: &Manifest, bytes: &[u8]) -> Result<(), WeightsError> {
+    check_length(manifest, bytes)?;
+    check_digest(manifest, sha256_hex(bytes))
+}
+
+fn check_length(manifest: &Manifest, bytes: &[u8]) -> Result<(), WeightsError> {
     if bytes.len() != manifest.weights.bytes {
         return Err(WeightsError::Length {
             expected: manifest.weights.bytes,
             actual: bytes.len(),
         });
     }
-    let actual = sha256_hex(bytes);
-    if actual != manifest.weights.sha256 {
+    Ok(())
+}
+
+fn check_digest(manifest: &Manifest, sha256: String) -> Result<(), WeightsError> {
+    if sha256 != manifest.weights.sha256 {
         return Err(WeightsError::Checksum {
             expected: manifest.weights.sha256.clone(),
-            actual,
+            actual: sha256,
         });
     }
     Ok(())
@@ -187,7 +197,19 @@ pub fn load_model(
     bytes: &[u8],
     device: &Device,
 ) -> Result<UNet, WeightsError> {
-    verify_weights(manifest, bytes)?;
+    load_model_with_digest(manifest, bytes, sha256_hex(bytes), device)
+}
+
+/// [`load_model`] given the SHA-256 of `bytes` (lowercase hex), computed elsewhere: the page
+/// has the browser's own (WebCrypto), which takes a few milliseconds where GENDI's took ~40.
+pub fn load_model_with_digest(
+    manifest: &Manifest,
+    bytes: &[u8],
+    sha256: String,
+    device: &Device,
+) -> Result<UNet, WeightsError> {
+    check_length(manifest, bytes)?;
+    check_digest(manifest, sha256)?;
     let model = model_from_bytes(&manifest.model, bytes, device)?;
     let count = model.num_params();
     if count != manifest.parameters {
