@@ -176,9 +176,13 @@ async function load({ backend, base, weightsDir, warmBatch, threads }) {
   phases.model = now();
   // Stored for the next visit while the page gets going: not awaited.
   weights.remember?.();
-  // One step's worth of work before the page says ready: shaders compile now, not on step 1.
-  post({ type: 'warming', backend: denoiser.backend });
-  const warmUpMs = await denoiser.warmUp(warmBatch);
+  // On WebGPU, one step's worth of work before the page says ready: shaders compile now, not
+  // on step 1 (the page asks for none on the CPU).
+  let warmUpMs = 0;
+  if (warmBatch > 0) {
+    post({ type: 'warming', backend: denoiser.backend });
+    warmUpMs = await denoiser.warmUp(warmBatch);
+  }
   phases.warm_up = now();
   post({
     type: 'ready', warmUpMs, phases: { ...phases }, backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache,
