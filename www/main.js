@@ -228,8 +228,8 @@ const THREADS = Math.max(0, Math.floor(Number(params.get('threads')) || 0));
 
 // On WebGPU the warm-up runs the batch the current settings will (the digits, twice with
 // guidance): its shaders are compiled for those shapes. The CPU has nothing to compile and does
-// without (0): a one-image warm-up made its first step faster, but not by as much as it took
-// (a plain visit's first drawn step 1.17–1.59 s with it, 1.03–1.35 s without, alternated).
+// without (0): a one-image warm-up made its first step faster, but not by more than it took
+// (plain visits' first drawn step, alternated: 1.17–1.59 s with it, 1.03–1.35 s without).
 function warmBatchFor(backend) {
   const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
   return backend === 'cpu' ? 0 : Number(ui.digit.value) === -1 ? count : 2 * count;
