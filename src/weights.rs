@@ -166,21 +166,21 @@ pub fn parse_manifest(json: &str) -> Result<Manifest, WeightsError> {
 
 /// Checks the byte length and SHA-256 of `bytes` against the manifest.
 pub fn verify_weights(manifest: &Manifest, bytes: &[u8]) -> Result<(), WeightsError> {
-    check_length(manifest, bytes)?;
-    check_digest(manifest, sha256_hex(bytes))
+    verify_with_digest(manifest, bytes, sha256_hex(bytes))
 }
 
-fn check_length(manifest: &Manifest, bytes: &[u8]) -> Result<(), WeightsError> {
+/// [`verify_weights`] given the SHA-256 of `bytes` (lowercase hex), computed elsewhere.
+fn verify_with_digest(
+    manifest: &Manifest,
+    bytes: &[u8],
+    sha256: String,
+) -> Result<(), WeightsError> {
     if bytes.len() != manifest.weights.bytes {
         return Err(WeightsError::Length {
             expected: manifest.weights.bytes,
             actual: bytes.len(),
         });
     }
-    Ok(())
-}
-
-fn check_digest(manifest: &Manifest, sha256: String) -> Result<(), WeightsError> {
     if sha256 != manifest.weights.sha256 {
         return Err(WeightsError::Checksum {
             expected: manifest.weights.sha256.clone(),
@@ -208,8 +208,7 @@ pub fn load_model_with_digest(
     sha256: String,
     device: &Device,
 ) -> Result<UNet, WeightsError> {
-    check_length(manifest, bytes)?;
-    check_digest(manifest, sha256)?;
+    verify_with_digest(manifest, bytes, sha256)?;
     let model = model_from_bytes(&manifest.model, bytes, device)?;
     let count = model.num_params();
     if count != manifest.parameters {

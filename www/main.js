@@ -235,14 +235,17 @@ function warmBatchFor(backend) {
   return backend === 'cpu' ? 0 : Number(ui.digit.value) === -1 ? count : 2 * count;
 }
 
+// The page's directory, against which the worker resolves the weights.
+const BASE = new URL('.', location.href).href;
+
 function spawnWorker() {
   const spawned = new Worker(new URL('worker.js', import.meta.url), { type: 'module' });
-  spawned.postMessage({ type: 'prefetch', base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR });
+  spawned.postMessage({ type: 'prefetch', base: BASE, weightsDir: WEIGHTS_DIR });
   return spawned;
 }
 
 function loadIn(target, backend) {
-  target.postMessage({ type: 'load', backend, base: new URL('.', location.href).href, weightsDir: WEIGHTS_DIR, warmBatch: warmBatchFor(backend), threads: THREADS });
+  target.postMessage({ type: 'load', backend, base: BASE, weightsDir: WEIGHTS_DIR, warmBatch: warmBatchFor(backend), threads: THREADS });
 }
 
 function adopt(target) {
@@ -288,16 +291,19 @@ let gpuProbe = null; // webgpuAvailable()'s answer, once asked
 let standby = null;
 let standbyReady = null;
 
+// "Automatic", on the CPU, idle, and not yet preparing the GPU.
+const gpuWanted = () => !standby && currentBackend === 'cpu' && ui.backend.value === 'auto' &&
+  gendi.state === 'ready' && !autostartPending;
+
 async function prepareGpu() {
-  if (standby || currentBackend !== 'cpu' || ui.backend.value !== 'auto') return;
-  if (gendi.state !== 'ready' || autostartPending) return;
+  if (!gpuWanted()) return;
   const probe = (gpuProbe ??= webgpuAvailable().then((gpu) => {
     if (!gpu.ok) addNotice(`Running on the CPU: ${gpu.why}.`);
     return gpu;
   }));
   const gpu = await probe;
   // Asked again now: the page may have moved on while the adapter was requested.
-  if (!gpu.ok || probe !== gpuProbe || standby || currentBackend !== 'cpu' || gendi.state !== 'ready') return;
+  if (!gpu.ok || probe !== gpuProbe || !gpuWanted()) return;
   const spawned = (standby = spawnWorker());
   const giveUp = (why) => {
     if (standby !== spawned) return;
