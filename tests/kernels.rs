@@ -459,3 +459,59 @@ fn winograd_conv3x3_gradients_match_im2col() {
         }
     }
 }
+
+/// The kernels cut a batch into GEMM groups by the batch alone, never by the thread count, so a
+/// seed gives the same bits on any number of threads (the page promises the same digits). The
+/// stride-2 case at batch 2 differed when each of two threads ran one image's 49 columns and one
+/// thread ran both images' 98 in one GEMM.
+#[test]
+fn convolutions_give_the_same_bits_on_any_number_of_threads() {
+    use gendi::kernels::conv::{Conv2dShape, conv2d_forward};
+    let value = |i: usize, salt: usize| ((i * salt) % 1000) as f32 / 500.0 - 1.0;
+    // (channels, side, kernel, stride, padding): stride 2 (im2col), 3×3 (Winograd), 1×1.
+    for (channels, side, kernel, stride, padding) in [
+        (64, 14, 3, 2, 1),
+        (32, 7, 3, 1, 1),
+        (32, 14, 3, 1, 1),
+        (64, 7, 1, 1, 0),
+    ] {
+        for batch in [1, 2, 3, 5] {
+            let shape = Conv2dShape {
+                batch,
+                channels_in: channels,
+                height: side,
+                width: side,
+                channels_out: channels,
+                kernel: [kernel, kernel],
+                stride: [stride, stride],
+                padding: [(padding, padding), (padding, padding)],
+            };
+            let x: Vec<f32> = (0..batch * channels * side * side)
+                .map(|i| value(i, 7919))
+                .collect();
+            let weight: Vec<f32> = (0..shape.weight_len())
+                .map(|i| value(i, 104_729) * 0.1)
+                .collect();
+            let bias = vec![0.1; channels];
+            let on = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| conv2d_forward(&shape, &x, &weight, &bias))
+            };
+            let one = on(1);
+            for threads in [2, 3, 4] {
+                let differing = one
+                    .iter()
+                    .zip(on(threads))
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(
+                    differing, 0,
+                    "{shape:?}: {differing} values differ on {threads} threads from one"
+                );
+            }
+        }
+    }
+}

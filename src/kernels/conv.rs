@@ -11,6 +11,13 @@ use super::{parallel, winograd};
 /// Multiply-adds from which one GEMM is split over the threads.
 const SPLIT_GEMM_WORK: usize = 1 << 24;
 
+/// Groups of images a batch is cut into, at least, where it has that many images: a constant,
+/// not the thread count, so that every number of threads runs the same GEMMs and gives the same
+/// bits. (`gemm` blocks a product by its shape: an image's columns came out different in a GEMM
+/// of 49 columns and in one of 98, for a stride-2 convolution of 64 channels at 14×14.) Two
+/// keeps two threads busy, as the thread count did on these 2-core machines.
+const MIN_GROUPS: usize = 2;
+
 /// Columns (images × output pixels) one GEMM aims for.
 pub(super) const GEMM_COLUMNS: usize = 784;
 
@@ -76,19 +83,19 @@ impl Conv2dShape {
     /// Images side by side in one GEMM, each giving it `columns_per_image` columns (its output
     /// pixels here, its 2×2 or 4×4 tiles in `winograd.rs`): enough for about [`GEMM_COLUMNS`] columns,
     /// so that the 7×7 and 14×14 levels do not run GEMMs of 49 or 196 columns (mostly packing),
-    /// but never so many that a thread is left without a group.
+    /// but at least [`MIN_GROUPS`] groups where the batch allows.
     pub(super) fn images_per_gemm(&self, columns_per_image: usize) -> usize {
         let wanted = GEMM_COLUMNS.div_ceil(columns_per_image.max(1));
-        let per_thread = self.batch.div_ceil(parallel::threads());
-        wanted.min(per_thread).max(1)
+        wanted.min(self.batch.div_ceil(MIN_GROUPS)).max(1)
     }
 
-    /// Spread the images over the threads; with fewer images than threads, split each GEMM
-    /// instead, but only a large one: below ~16M multiply-adds the split costs more than it saves
-    /// (batch 1 samples faster on one thread than on two with every GEMM split).
-    pub(super) fn gemm_threads(&self) -> Threads {
-        let work = self.channels_out * self.col_rows() * self.out_pixels();
-        if self.batch >= parallel::threads() || work < SPLIT_GEMM_WORK {
+    /// Spread the groups of `group` images over the threads; with fewer groups than threads,
+    /// split each GEMM instead, but only a large one: below ~16M multiply-adds the split costs
+    /// more than it saves (batch 1 samples faster on one thread than on two with every GEMM
+    /// split). `gemm` splits a product by blocks of its output, each summed as on one thread.
+    pub(super) fn gemm_threads(&self, group: usize) -> Threads {
+        let work = group * self.channels_out * self.col_rows() * self.out_pixels();
+        if self.batch.div_ceil(group.max(1)) >= parallel::threads() || work < SPLIT_GEMM_WORK {
             Threads::One
         } else {
             Threads::All
@@ -112,7 +119,7 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
     let group = shape.images_per_gemm(pixels);
-    let threads = shape.gemm_threads();
+    let threads = shape.gemm_threads(group);
     let mut output = parallel::zeroed(shape.batch * shape.out_len());
     let scratch = || Scratch::new(shape, group);
     parallel::for_each_chunk(
@@ -227,7 +234,7 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
     let group = shape.images_per_gemm(pixels);
-    let threads = shape.gemm_threads();
+    let threads = shape.gemm_threads(group);
 
     struct Partial {
         weight: Vec<f32>,

@@ -299,10 +299,11 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
         let planes = Planes::new(shape.height, shape.width);
         let tiles = planes.tiles();
         let pixels = shape.height * shape.width;
+        let group = shape.images_per_gemm(tiles);
         Self {
             tiles,
-            group: shape.images_per_gemm(tiles),
-            threads: shape.gemm_threads(),
+            group,
+            threads: shape.gemm_threads(group),
             in_len: shape.channels_in * pixels,
             out_len: shape.channels_out * pixels,
             channels: [shape.channels_in, shape.channels_out],
