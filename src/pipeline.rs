@@ -17,6 +17,16 @@ use crate::schedule::NoiseSchedule;
 /// is more varied); w = 1 trades a little accuracy for much more natural variety than 2.
 pub const DEFAULT_GUIDANCE: f32 = 1.0;
 
+/// Guidance applies only at steps whose noise-to-signal ratio σ_t = b_t / a_t (of x_t = a_t x_0 +
+/// b_t ε; the same scale for ε-prediction and flow weights) is at most this: a limited interval
+/// (Kynkäänniemi et al. 2024). The noisier steps before it run the conditional model alone, on
+/// half the batch: guidance there narrows the variety of shapes and adds nothing to their
+/// legibility. On the ε weights (linear β, T = 1000), σ_t = 7 lies between t = 619 and 649, so
+/// DPM-Solver++ 20 guides from t = 599 and skips its first 8 of 20 steps' unconditional half.
+/// Measured there (1000 per-digit images, w = 1, README "Guidance interval"): Fréchet distance
+/// 58.4 → 34.6 (the unconditional samples': 33.1), per-digit accuracy 100% both.
+pub const DEFAULT_GUIDANCE_SIGMA_MAX: f32 = 7.0;
+
 /// Which digits a generation draws.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Digits {
@@ -90,6 +100,14 @@ pub struct GenerationRequest {
     pub digits: Digits,
     /// Classifier-free guidance scale w; ignored for unconditional samples.
     pub guidance: f32,
+    /// Guidance applies at steps with σ_t ≤ this only ([`DEFAULT_GUIDANCE_SIGMA_MAX`]);
+    /// infinity guides every step, 0 none (the conditional model alone).
+    #[serde(default = "default_guidance_sigma_max")]
+    pub guidance_sigma_max: f32,
+}
+
+fn default_guidance_sigma_max() -> f32 {
+    DEFAULT_GUIDANCE_SIGMA_MAX
 }
 
 /// The largest guidance scale accepted, far past any use (w = 2 already draws prototypes).
@@ -98,6 +116,17 @@ pub const MAX_GUIDANCE: f32 = 20.0;
 pub const MAX_COUNT: usize = 4096;
 
 impl GenerationRequest {
+    /// `count` images from `seed`, guided by `guidance` over the default interval.
+    pub fn new(count: usize, seed: u64, digits: Digits, guidance: f32) -> Self {
+        Self {
+            count,
+            seed,
+            digits,
+            guidance,
+            guidance_sigma_max: DEFAULT_GUIDANCE_SIGMA_MAX,
+        }
+    }
+
     /// Checks settings from the command line or the page before anything is allocated; a
     /// refusal names the setting, the value and the range.
     pub fn validate(&self) -> Result<(), String> {
@@ -108,6 +137,12 @@ impl GenerationRequest {
             return Err(format!(
                 "guidance is {}, allowed 0 to {MAX_GUIDANCE}",
                 self.guidance
+            ));
+        }
+        if self.guidance_sigma_max.is_nan() || self.guidance_sigma_max < 0.0 {
+            return Err(format!(
+                "guidance_sigma_max is {}, allowed 0 to infinity",
+                self.guidance_sigma_max
             ));
         }
         Ok(())
@@ -130,6 +165,7 @@ pub struct Generation {
     labels: Vec<Option<usize>>,
     count: usize,
     guidance: f32,
+    guidance_sigma_max: f32,
     sample: Tensor<4>,
     rng: NoiseRng,
     /// Inpainting: the image whose pixels are kept, and where.
@@ -163,6 +199,7 @@ impl Generation {
             labels,
             count: request.count,
             guidance,
+            guidance_sigma_max: request.guidance_sigma_max,
             sample,
             rng,
             known: None,
@@ -254,6 +291,14 @@ impl Generation {
         &self.sample
     }
 
+    /// Whether the step at timestep `t` is guided: guidance is on and σ_t is within its
+    /// interval (σ_t is infinite where a_t = 0, the flow's pure noise).
+    fn guided_at(&self, t: usize) -> bool {
+        let schedule = self.sampler.schedule();
+        let sigma = schedule.noise_scale[t] / schedule.signal_scale[t];
+        self.guidance != 0.0 && sigma <= f64::from(self.guidance_sigma_max)
+    }
+
     /// Runs the model and one reverse step. Returns x_{t_prev} and x̂_0, or `None` when done.
     pub fn step(&mut self, model: &UNet) -> Result<Option<StepOutput>, SamplerError> {
         let device = self.sample.device();
@@ -265,16 +310,16 @@ impl Generation {
             return Ok(None);
         };
         let count = self.count;
-        let timesteps = vec![t; self.labels.len()];
-        let eps = if self.guidance != 0.0 {
+        let eps = if self.guided_at(t) {
             // Conditional and unconditional predictions in one batch of 2·count.
             let doubled = Tensor::cat(vec![self.sample.clone(), self.sample.clone()], 0);
-            let eps = model.forward(doubled, &timesteps, &self.labels);
+            let eps = model.forward(doubled, &vec![t; 2 * count], &self.labels);
             let cond = eps.clone().narrow(0, 0, count);
             let uncond = eps.narrow(0, count, count);
             guide(cond, uncond, self.guidance)
         } else {
-            model.forward(self.sample.clone(), &timesteps, &self.labels)
+            // The images' own labels (or none): the first `count`.
+            model.forward(self.sample.clone(), &vec![t; count], &self.labels[..count])
         };
         let mut output = self.sampler.step(eps, self.sample.clone(), &mut self.rng)?;
         output.prev_sample = self.with_known(output.prev_sample);

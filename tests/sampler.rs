@@ -322,6 +322,54 @@ fn guidance_combines_as_one_plus_w() {
 }
 
 #[test]
+fn guidance_applies_only_within_its_noise_interval() {
+    let device = common::device();
+    let model = gendi::model::UNetConfig::tiny().init(&device);
+    let schedule = schedule();
+    let kind = SamplerKind::DpmSolver { steps: 4 };
+    // Trailing spacing: the steps run at t = 999, 749, 499, 249.
+    let timesteps = Sampler::new(schedule.clone(), kind)
+        .unwrap()
+        .timesteps()
+        .to_vec();
+    assert_eq!(timesteps, [999, 749, 499, 249]);
+    let sigma = |t: usize| schedule.noise_scale[t] / schedule.signal_scale[t];
+    let run = |guidance: f32, guidance_sigma_max: f32| {
+        let request = GenerationRequest {
+            guidance_sigma_max,
+            ..GenerationRequest::new(2, 5, Digits::Only(3), guidance)
+        };
+        let sampler = Sampler::new(schedule.clone(), kind).unwrap();
+        let mut generation = Generation::new(sampler, &request, &device);
+        (0..4)
+            .map(|_| common::values(generation.step(&model).unwrap().unwrap().prev_sample))
+            .collect::<Vec<_>>()
+    };
+    let conditional = run(0.0, f32::INFINITY);
+    let everywhere = run(2.0, f32::INFINITY);
+    // Between σ at t = 999 and at t = 749: the first step unguided, the rest guided.
+    let from_second = run(2.0, ((sigma(999) + sigma(749)) / 2.0) as f32);
+    assert_eq!(
+        run(2.0, 0.0),
+        conditional,
+        "σ_max = 0: the conditional model alone"
+    );
+    assert_eq!(
+        from_second[0], conditional[0],
+        "t = 999 lies above σ_max: unguided"
+    );
+    let apart = |a: &[f32], b: &[f32]| common::max_abs_diff(a, b) > 1e-4;
+    assert!(
+        apart(&everywhere[0], &conditional[0]),
+        "guidance changes the step"
+    );
+    assert!(
+        apart(&from_second[1], &conditional[1]),
+        "t = 749 lies within σ_max: guided"
+    );
+}
+
+#[test]
 fn sampler_errors_are_precise() {
     let refuse = |kind| Sampler::new(schedule(), kind).unwrap_err();
     assert_eq!(
@@ -531,12 +579,7 @@ fn mixed_digits_hold_each_digit_once_per_ten_images_in_a_seeded_order() {
 fn the_seed_gives_the_same_starting_noise_whichever_digits_are_asked_for() {
     let device = common::device();
     let start = |digits| {
-        let request = GenerationRequest {
-            count: 3,
-            seed: 11,
-            digits,
-            guidance: 2.0,
-        };
+        let request = GenerationRequest::new(3, 11, digits, 2.0);
         let sampler = Sampler::new(schedule(), SamplerKind::Ddim { steps: 5, eta: 0.0 }).unwrap();
         common::values(Generation::new(sampler, &request, &device).sample().clone())
     };
@@ -567,12 +610,7 @@ fn digits_are_checked_against_the_model_classes() {
 #[test]
 fn generation_settings_out_of_range_are_refused_naming_the_setting() {
     use gendi::pipeline::{Digits, GenerationRequest};
-    let ok = GenerationRequest {
-        count: 16,
-        seed: 1,
-        digits: Digits::Mixed,
-        guidance: 1.0,
-    };
+    let ok = GenerationRequest::new(16, 1, Digits::Mixed, 1.0);
     assert!(ok.validate().is_ok());
     for (request, named) in [
         (
@@ -609,6 +647,20 @@ fn generation_settings_out_of_range_are_refused_naming_the_setting() {
                 ..ok.clone()
             },
             "guidance",
+        ),
+        (
+            GenerationRequest {
+                guidance_sigma_max: f32::NAN,
+                ..ok.clone()
+            },
+            "guidance_sigma_max",
+        ),
+        (
+            GenerationRequest {
+                guidance_sigma_max: -1.0,
+                ..ok.clone()
+            },
+            "guidance_sigma_max",
         ),
     ] {
         let err = request.validate().unwrap_err();

@@ -11,7 +11,7 @@ use std::path::Path;
 use gendi::native::classifier;
 use gendi::native::export::load_exported;
 use gendi::native::generate_images;
-use gendi::pipeline::{DEFAULT_GUIDANCE, Digits};
+use gendi::pipeline::{DEFAULT_GUIDANCE, Digits, GenerationRequest};
 use gendi::sampler::{Sampler, SamplerKind};
 use gendi::schedule::NoiseSchedule;
 use gendi::weights::{MANIFEST_FILE, sha256_hex};
@@ -67,11 +67,13 @@ fn digits_drawn_as_asked(kind: SamplerKind) -> (usize, Vec<usize>) {
             generate_images(
                 &model,
                 &sampler,
+                &GenerationRequest::new(
+                    2,
+                    100 + digit as u64,
+                    Digits::Only(digit),
+                    DEFAULT_GUIDANCE,
+                ),
                 2,
-                2,
-                100 + digit as u64,
-                Digits::Only(digit),
-                DEFAULT_GUIDANCE,
                 &device,
                 || {},
             )
@@ -111,7 +113,7 @@ fn every_sampler_draws_the_digits_asked_for_with_the_shipped_weights() {
 #[test]
 fn sdedit_keeps_a_real_digit_from_t_300_and_redraws_it_as_asked_from_t_600() {
     use gendi::data::{Mnist, Split, normalize_to_neg_one_to_one};
-    use gendi::pipeline::{Generation, GenerationRequest, noised};
+    use gendi::pipeline::{Generation, noised};
     let device = common::device();
     let (manifest, model) = shipped(&device);
     let classifier = fixture_classifier(&device);
@@ -137,12 +139,7 @@ fn sdedit_keeps_a_real_digit_from_t_300_and_redraws_it_as_asked_from_t_600() {
             burn::tensor::TensorData::new(pixels.clone(), [1, 1, 28, 28]),
             &device,
         );
-        let request = |digit| GenerationRequest {
-            count: 1,
-            seed: 5,
-            digits: Digits::Only(digit),
-            guidance: DEFAULT_GUIDANCE,
-        };
+        let request = |digit| GenerationRequest::new(1, 5, Digits::Only(digit), DEFAULT_GUIDANCE);
         let distance = |a: &[f32]| {
             a.iter()
                 .zip(&pixels)
@@ -196,7 +193,7 @@ fn sdedit_keeps_a_real_digit_from_t_300_and_redraws_it_as_asked_from_t_600() {
 #[test]
 fn inpainting_keeps_the_unmasked_pixels_exactly_and_redraws_the_rest() {
     use gendi::data::{Mnist, Split, normalize_to_neg_one_to_one};
-    use gendi::pipeline::{Generation, GenerationRequest};
+    use gendi::pipeline::Generation;
     let device = common::device();
     let (manifest, model) = shipped(&device);
     let test = Mnist::load(&common::mnist_dir(), Split::Test).unwrap();
@@ -216,12 +213,7 @@ fn inpainting_keeps_the_unmasked_pixels_exactly_and_redraws_the_rest() {
             &device,
         )
     };
-    let request = GenerationRequest {
-        count: 1,
-        seed: 3,
-        digits: Digits::Only(1),
-        guidance: DEFAULT_GUIDANCE,
-    };
+    let request = GenerationRequest::new(1, 3, Digits::Only(1), DEFAULT_GUIDANCE);
     let schedule = NoiseSchedule::new(manifest.schedule);
     for kind in [
         SamplerKind::DpmSolver { steps: 20 },

@@ -112,12 +112,7 @@ fn a_short_flow_matching_run_lowers_the_loss_and_its_weights_sample_with_heun() 
         Err(SamplerError::WrongObjective { .. })
     ));
     let sampler = Sampler::new(schedule, SamplerKind::default_for(Objective::Flow)).unwrap();
-    let request = GenerationRequest {
-        count: 2,
-        seed: 3,
-        digits: Digits::Mixed,
-        guidance: 1.0,
-    };
+    let request = GenerationRequest::new(2, 3, Digits::Mixed, 1.0);
     let mut generation = Generation::new(sampler, &request, &device);
     let mut evaluations = 0;
     while generation.step(&model).unwrap().is_some() {

@@ -85,7 +85,8 @@ function syncControls() {
   // -2: each digit 0–9 in turn, guided; -1: no label at all (the unconditional model), unguided.
   const unguided = Number(ui.digit.value) === -1;
   ui.guidance.disabled = unguided;
-  $('guidance-label').title = unguided ? 'Guidance needs a label: choose digits to use it' : '';
+  $('guidance-label').title = unguided ? 'Guidance needs a label: choose digits to use it'
+    : 'Applied once the noise-to-signal ratio σ_t is at most 7: the noisiest first steps run unguided, which keeps the digits varied';
   $('steps-label').hidden = ui.sampler.value === 'ddpm';
 }
 
@@ -226,13 +227,14 @@ let autostartPending = params.has('autostart')
 // `?threads=N` caps the CPU backend's threads (default: every core the browser reports).
 const THREADS = Math.max(0, Math.floor(Number(params.get('threads')) || 0));
 
-// On WebGPU the warm-up runs the batch the current settings will (the digits, twice with
-// guidance): its shaders are compiled for those shapes. The CPU has nothing to compile and does
-// without (0): a one-image warm-up made its first step faster, but not by more than it took
+// On WebGPU the warm-up runs the batches the current settings will: the digits, and with
+// guidance twice as many (the noisiest steps, before the guidance interval, run the digits
+// alone): its shaders are compiled for those shapes. The CPU has nothing to compile and does
+// without: a one-image warm-up made its first step faster, but not by more than it took
 // (plain visits' first drawn step, alternated: 1.17–1.59 s with it, 1.03–1.35 s without).
-function warmBatchFor(backend) {
+function warmBatchesFor(backend) {
   const count = Math.min(64, Math.max(1, Math.round(Number(ui.count.value)) || 1));
-  return backend === 'cpu' ? 0 : Number(ui.digit.value) === -1 ? count : 2 * count;
+  return backend === 'cpu' ? [] : Number(ui.digit.value) === -1 ? [count] : [count, 2 * count];
 }
 
 // The page's directory, against which the worker resolves the weights.
@@ -245,7 +247,7 @@ function spawnWorker() {
 }
 
 function loadIn(target, backend) {
-  target.postMessage({ type: 'load', backend, base: BASE, weightsDir: WEIGHTS_DIR, warmBatch: warmBatchFor(backend), threads: THREADS });
+  target.postMessage({ type: 'load', backend, base: BASE, weightsDir: WEIGHTS_DIR, warmBatches: warmBatchesFor(backend), threads: THREADS });
 }
 
 function adopt(target) {

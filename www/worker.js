@@ -146,7 +146,7 @@ function prefetch({ base, weightsDir }) {
   prefetched = download(manifestUrlOf(base, weightsDir));
 }
 
-async function load({ backend, base, weightsDir, warmBatch, threads }) {
+async function load({ backend, base, weightsDir, warmBatches, threads }) {
   denoiser = null;
   const manifestUrl = manifestUrlOf(base, weightsDir);
   const { started } = prefetched?.manifestUrl === manifestUrl ? prefetched : download(manifestUrl);
@@ -176,13 +176,11 @@ async function load({ backend, base, weightsDir, warmBatch, threads }) {
   phases.model = now();
   // Stored for the next visit while the page gets going: not awaited.
   weights.remember?.();
-  // On WebGPU, one step's worth of work before the page says ready: shaders compile now, not
-  // on step 1 (the page asks for none on the CPU).
+  // On WebGPU, a step's worth of work at each batch the run will use before the page says
+  // ready: shaders compile now, not during the run (the page asks for none on the CPU).
   let warmUpMs = 0;
-  if (warmBatch > 0) {
-    post({ type: 'warming', backend: denoiser.backend });
-    warmUpMs = await denoiser.warmUp(warmBatch);
-  }
+  if (warmBatches.length > 0) post({ type: 'warming', backend: denoiser.backend });
+  for (const batch of warmBatches) warmUpMs += await denoiser.warmUp(batch);
   phases.warm_up = now();
   post({
     type: 'ready', warmUpMs, phases: { ...phases }, backend: denoiser.backend, adapter: denoiser.adapter, info, fromCache: weights.fromCache,

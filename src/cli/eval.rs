@@ -4,12 +4,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{GenerateArgs, SamplerArg, progress};
+use super::{GenerateArgs, GuidanceArgs, SamplerArg, progress};
 use gendi::data::{self, DIGITS, Mnist, Split};
 use gendi::native::classifier::Classifier;
 use gendi::native::eval::FeatureStats;
 use gendi::native::eval::SetReport;
-use gendi::pipeline::{DEFAULT_GUIDANCE, Digits};
+use gendi::pipeline::{Digits, GenerationRequest};
 use gendi::rng::NoiseRng;
 use gendi::sampler::{Sampler, SamplerKind};
 use gendi::schedule::NoiseSchedule;
@@ -21,9 +21,9 @@ pub struct EvalArgs {
     count: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Guidance scale for the per-digit set.
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
-    guidance: f32,
+    /// The per-digit set's guidance.
+    #[command(flatten)]
+    guidance: GuidanceArgs,
     /// Images per generation batch.
     #[arg(long, default_value_t = 100)]
     batch: usize,
@@ -146,8 +146,8 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         (false, false) => "(NO)",
     };
     println!(
-        "sampler: {kind}, {} model evaluations per image; guidance {} for per-digit",
-        scored.steps, args.guidance
+        "sampler: {kind}, {} model evaluations per image; per-digit guidance {} at σ_t ≤ {}",
+        scored.steps, args.guidance.guidance, args.guidance.guidance_sigma_max
     );
     println!();
     print_table(
@@ -159,7 +159,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     let report = serde_json::json!({
         "classifier_test_accuracy": test_accuracy,
         "sampler": kind,
-        "guidance": args.guidance,
+        "guidance": args.guidance.json(),
         "seed": args.seed,
         "ms_per_image": scored.ms_per_image,
         "generated_unconditional": scored.unconditional,
@@ -238,11 +238,8 @@ impl Setup<'_> {
         let unconditional = generate_images(
             self.model,
             &sampler,
-            args.count,
+            &GenerationRequest::new(args.count, args.seed, Digits::Unconditional, 0.0),
             args.batch,
-            args.seed,
-            Digits::Unconditional,
-            0.0,
             self.device,
             || bar.inc(1),
         )?;
@@ -259,11 +256,8 @@ impl Setup<'_> {
                 images.extend(generate_images(
                     self.model,
                     &sampler,
-                    per_digit,
+                    &args.guidance.request(per_digit, seed, Digits::Only(digit)),
                     args.batch,
-                    seed,
-                    Digits::Only(digit),
-                    args.guidance,
                     self.device,
                     || bar.inc(1),
                 )?);
@@ -300,7 +294,7 @@ fn compare(setup: &Setup, real: &SetReport) -> Result<(), String> {
         serde_json::json!({
             "seed": args.seed,
             "count": args.count,
-            "guidance": args.guidance,
+            "guidance": args.guidance.json(),
             "real_training_images": real,
             "samplers": rows,
         })

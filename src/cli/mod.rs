@@ -14,6 +14,7 @@ use gendi::native::bench;
 use gendi::native::checkpoint::Checkpoint;
 use gendi::native::export::{ExportError, export, load_exported, reexport};
 use gendi::native::train::{draw_loss, read_loss_csv};
+use gendi::pipeline::{DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_SIGMA_MAX, Digits, GenerationRequest};
 use gendi::sampler::{DdpmVariance, SamplerKind, defaults};
 use gendi::schedule::{BetaSchedule, Objective, ScheduleConfig};
 use gendi::weights;
@@ -156,6 +157,34 @@ impl SamplerArgs {
                 steps: steps(defaults::HEUN_STEPS),
             },
         }
+    }
+}
+
+/// Classifier-free guidance of the digits drawn with a label.
+#[derive(Args, Clone, Copy)]
+pub struct GuidanceArgs {
+    /// Guidance scale w: ε = (1+w)·ε(x,t,y) − w·ε(x,t,∅). Not used without a label.
+    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
+    pub guidance: f32,
+    /// Guide only the steps whose noise-to-signal ratio σ_t = b_t/a_t is at most this (a
+    /// limited interval, Kynkäänniemi et al. 2024); the noisier steps run the conditional model
+    /// alone, at half the cost. `inf` guides every step.
+    #[arg(long, value_name = "SIGMA", default_value_t = DEFAULT_GUIDANCE_SIGMA_MAX)]
+    pub guidance_sigma_max: f32,
+}
+
+impl GuidanceArgs {
+    /// What to generate: `count` images of `digits` from `seed`, guided as asked.
+    pub fn request(&self, count: usize, seed: u64, digits: Digits) -> GenerationRequest {
+        GenerationRequest {
+            guidance_sigma_max: self.guidance_sigma_max,
+            ..GenerationRequest::new(count, seed, digits, self.guidance)
+        }
+    }
+
+    /// The settings, for a JSON report.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "scale": self.guidance, "sigma_max": self.guidance_sigma_max })
     }
 }
 

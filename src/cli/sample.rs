@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{
-    GenerateArgs, ModelSource, ObjectiveArg, SamplerArgs, ScheduleArg, random_seed, schedule_config,
+    GenerateArgs, GuidanceArgs, ModelSource, ObjectiveArg, SamplerArgs, ScheduleArg, random_seed,
+    schedule_config,
 };
 use gendi::animation;
 use gendi::data::{self, DIGITS, IMAGE_PIXELS, Mnist, Split, to_pixels};
 use gendi::native::images;
-use gendi::pipeline::{DEFAULT_GUIDANCE, Digits, Generation, GenerationRequest};
+use gendi::pipeline::{Digits, Generation};
 use gendi::rng::NoiseRng;
 use gendi::sampler::Sampler;
 use gendi::schedule::NoiseSchedule;
@@ -47,9 +48,8 @@ pub struct SampleArgs {
     /// [default: mixed, or none for unconditional weights]
     #[arg(long, value_name = "0-9|mixed|none", value_parser = parse_digits)]
     digit: Option<Digits>,
-    /// Guidance scale w: ε = (1+w)·ε(x,t,y) − w·ε(x,t,∅). Not used with `--digit none`.
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
-    guidance: f32,
+    #[command(flatten)]
+    guidance: GuidanceArgs,
     /// Also write the run as an animated GIF: x_t of every step (up to 100, evenly spaced beyond),
     /// in the web page's layout, 4× enlarged (at most 256 digits).
     #[arg(long, value_name = "FILE")]
@@ -100,8 +100,8 @@ pub struct ReferenceArgs {
     /// Which digits: 0–9, `mixed` or `none` (as for `gendi sample`).
     #[arg(long, value_name = "0-9|mixed|none", value_parser = parse_digits, default_value = "none")]
     digit: Digits,
-    #[arg(long, default_value_t = DEFAULT_GUIDANCE)]
-    guidance: f32,
+    #[command(flatten)]
+    guidance: GuidanceArgs,
     #[command(flatten)]
     sampler: SamplerArgs,
     /// How many of the first steps to record.
@@ -126,12 +126,7 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     let seed = args.seed.unwrap_or_else(random_seed);
     let kind = args.model.sampler.kind(schedule.objective);
     let sampler = Sampler::new(NoiseSchedule::new(schedule), kind).map_err(|e| e.to_string())?;
-    let request = GenerationRequest {
-        count: args.count,
-        seed,
-        digits,
-        guidance: args.guidance,
-    };
+    let request = args.guidance.request(args.count, seed, digits);
     request.validate()?;
     let mut generation = Generation::new(sampler, &request, &device);
     let total = generation.total_steps();
@@ -267,12 +262,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     let kind = args.sampler.kind(schedule.objective);
     let sampler = Sampler::new(NoiseSchedule::new(schedule), kind).map_err(|e| e.to_string())?;
     let timesteps = sampler.timesteps().to_vec();
-    let request = GenerationRequest {
-        count: args.count,
-        seed: args.seed,
-        digits: args.digit,
-        guidance: args.guidance,
-    };
+    let request = args.guidance.request(args.count, args.seed, args.digit);
     request.validate()?;
     let mut generation = Generation::new(sampler, &request, &device);
     let mut steps = Vec::new();
@@ -289,7 +279,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
         steps.push(values);
     }
     let json = serde_json::json!({
-        "seed": args.seed, "count": args.count, "digits": args.digit, "guidance": args.guidance,
+        "seed": args.seed, "count": args.count, "digits": args.digit, "guidance": args.guidance.json(),
         "sampler": kind, "total_steps": timesteps.len(), "timesteps": timesteps, "steps": steps,
     });
     std::fs::write(&args.out, json.to_string())

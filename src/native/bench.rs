@@ -90,6 +90,7 @@ pub fn run(
             seed: 1,
             digits: Digits::Unconditional,
             guidance: 0.0,
+            guidance_sigma_max: 0.0,
         };
         let mut generation = Generation::new(sampler.clone(), &request, device);
         let mut run = |steps: usize| {

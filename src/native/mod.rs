@@ -35,28 +35,26 @@ impl Backend {
     }
 }
 
-/// Generates `count` images in batches of at most `batch`, each batch seeded `seed + index`.
-/// Returns the final x_0 values in [−1, 1] (784 per image), and calls `on_step` after every step.
+/// Generates `request.count` images in batches of at most `batch`, each batch seeded
+/// `request.seed + index`. Returns the final x_0 values in [−1, 1] (784 per image), and calls
+/// `on_step` after every step.
 pub fn generate_images(
     model: &crate::model::UNet,
     sampler: &crate::sampler::Sampler,
-    count: usize,
+    request: &crate::pipeline::GenerationRequest,
     batch: usize,
-    seed: u64,
-    digits: crate::pipeline::Digits,
-    guidance: f32,
     device: &Device,
     mut on_step: impl FnMut(),
 ) -> Result<Vec<f32>, String> {
     use crate::pipeline::{Generation, GenerationRequest};
+    let count = request.count;
     let mut values = Vec::with_capacity(count * crate::data::IMAGE_PIXELS);
     for (index, start) in (0..count).step_by(batch.max(1)).enumerate() {
         let n = (count - start).min(batch.max(1));
         let request = GenerationRequest {
             count: n,
-            seed: seed + index as u64,
-            digits,
-            guidance,
+            seed: request.seed + index as u64,
+            ..request.clone()
         };
         request.validate()?;
         let mut generation = Generation::new(sampler.clone(), &request, device);

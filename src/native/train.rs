@@ -19,7 +19,7 @@ use super::{chart, images};
 use crate::data::{Mnist, to_pixels};
 use crate::kernels;
 use crate::model::{UNet, UNetConfig};
-use crate::pipeline::{DEFAULT_GUIDANCE, Digits};
+use crate::pipeline::{DEFAULT_GUIDANCE, Digits, GenerationRequest};
 use crate::rng::NoiseRng;
 use crate::sampler::{Sampler, SamplerKind};
 use crate::schedule::{NoiseSchedule, Objective, ScheduleConfig};
@@ -500,18 +500,10 @@ impl Trainer {
                 Digits::Unconditional
             };
             let seed = 1000 + digit as u64;
-            let values = super::generate_images(
-                &self.ema,
-                &sampler,
-                2,
-                2,
-                seed,
-                digits,
-                DEFAULT_GUIDANCE,
-                &self.device,
-                || {},
-            )
-            .map_err(std::io::Error::other)?;
+            let request = GenerationRequest::new(2, seed, digits, DEFAULT_GUIDANCE);
+            let values =
+                super::generate_images(&self.ema, &sampler, &request, 2, &self.device, || {})
+                    .map_err(std::io::Error::other)?;
             pixels.extend(to_pixels(&values));
         }
         images::grid(&pixels, 10, 2).save(path)
