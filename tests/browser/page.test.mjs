@@ -9,9 +9,11 @@ import { tmpdir } from 'node:os';
 import { serveWww, launchBrowser, openPage, waitLoaded, ARTIFACTS, AXE_PATH, ROOT, WWW } from './harness.mjs';
 
 // The page's default digits: a guided mix of 0–9 (`--digit mixed` natively, -2 in the page's selector).
-// No guidance is given to either side: the page's slider default must be the native DEFAULT_GUIDANCE.
-// DPM-Solver++: its second and third steps use the multistep history, kept in the wasm module.
-const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'dpm-solver', steps: 10 };
+// No guidance is given to either side: the page's slider default must be the native DEFAULT_GUIDANCE,
+// and its interval DEFAULT_GUIDANCE_SIGMA_MAX. DPM-Solver++ 4 steps at t = 999, 749, 499: the
+// first two run before the guidance interval (σ_t > 7, the conditional model alone), the third is
+// guided; the second and third use the multistep history, kept in the wasm module.
+const RUN = { count: 2, seed: 1234, digit: 'mixed', sampler: 'dpm-solver', steps: 4 };
 const PAGE_DIGIT = { mixed: -2, none: -1 };
 const STEPS_CHECKED = 3;
 let server, browser, reference;
