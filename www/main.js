@@ -6,7 +6,7 @@ const SIDE = 28;
 const params = new URLSearchParams(location.search);
 
 const ui = {
-  backend: $('backend'), count: $('count'), digit: $('digit'), guidance: $('guidance'),
+  backend: $('backend'), count: $('count'), digit: $('digit'), guidance: $('guidance'), interval: $('interval'),
   sampler: $('sampler'), steps: $('steps'), seed: $('seed'), start: $('start'), stop: $('stop'),
 };
 
@@ -59,12 +59,15 @@ window.addEventListener('unhandledrejection', (event) => { event.preventDefault(
 
 // ---- Controls ------------------------------------------------------------------------------
 
+// The controls a link holds (as URL parameters of the same names).
+const SETTINGS = ['backend', 'count', 'digit', 'sampler', 'steps', 'seed', 'guidance', 'interval'];
+
 function randomSeed() {
   return crypto.getRandomValues(new Uint32Array(1))[0];
 }
 
 function applyUrlParams() {
-  for (const key of ['backend', 'count', 'digit', 'sampler', 'steps', 'seed', 'guidance']) {
+  for (const key of SETTINGS) {
     if (!params.has(key)) continue;
     ui[key].value = params.get(key);
     if (ui[key].tagName === 'SELECT' && ui[key].value !== params.get(key)) {
@@ -85,8 +88,10 @@ function syncControls() {
   // -2: each digit 0–9 in turn, guided; -1: no label at all (the unconditional model), unguided.
   const unguided = Number(ui.digit.value) === -1;
   ui.guidance.disabled = unguided;
-  $('guidance-label').title = unguided ? 'Guidance needs a label: choose digits to use it'
-    : 'Applied once the noise-to-signal ratio σ_t is at most 7: the noisiest first steps run unguided, which keeps the digits varied';
+  ui.interval.disabled = unguided;
+  $('guidance-label').title = unguided ? 'Guidance needs a label: choose digits to use it' : '';
+  $('interval-label').title = unguided ? 'Guidance needs a label: choose digits to use it'
+    : 'Guidance at every step, or only once the noise-to-signal ratio σ_t is at most 7: the noisiest steps then run unguided, which keeps the digits varied';
   $('steps-label').hidden = ui.sampler.value === 'ddpm';
 }
 
@@ -126,6 +131,7 @@ function readParams() {
     count, seed,
     digit: Number(ui.digit.value),
     guidance: Number(ui.guidance.value),
+    guidanceSigmaMax: Number(ui.interval.value),
     sampler,
   };
 }
@@ -575,7 +581,7 @@ for (const id of ['xt', 'x0']) {
 function shareUrl() {
   const url = new URL(location.href);
   url.search = '';
-  for (const key of ['backend', 'count', 'digit', 'sampler', 'steps', 'seed', 'guidance']) url.searchParams.set(key, ui[key].value);
+  for (const key of SETTINGS) url.searchParams.set(key, ui[key].value);
   if (WEIGHTS_DIR !== 'weights') url.searchParams.set('weights', WEIGHTS_DIR);
   if (gendi.mode === 'drawing') { url.searchParams.set('mode', 'drawing'); url.searchParams.set('t', $('from-t').value); }
   return url.href;

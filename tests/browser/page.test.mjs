@@ -239,6 +239,28 @@ test('the CPU backend gives exactly the same x_t on one thread (?threads=1) as o
   }
 });
 
+test('"Guided steps: all" guides the steps before the interval too, and the link keeps it', { timeout: 300_000 }, async () => {
+  assert.ok(results.cpu, 'the CPU backend test ran');
+  const { context, page, consoleErrors } = await openPage(browser, server);
+  try {
+    await page.goto(query('cpu'));
+    assert.equal(await waitLoaded(page), 'ready');
+    assert.equal(await page.inputValue('#interval'), '7', 'the default interval');
+    await page.selectOption('#interval', 'Infinity');
+    assert.match(await page.evaluate(() => location.search), /interval=Infinity/, 'the link holds it');
+    const frames = await runSteps(page);
+    // t = 999 is unguided by default (σ_t ≈ 157 > 7): guided, the first step moves elsewhere.
+    assert.ok(maxAbsDiff(frames[0].xt, results.cpu[0].xt) > 1e-3, 'the first step is guided');
+    // The link reopens with it.
+    await page.goto(query('cpu', { interval: 'Infinity' }));
+    assert.equal(await waitLoaded(page), 'ready');
+    assert.equal(await page.inputValue('#interval'), 'Infinity');
+    assert.deepEqual(consoleErrors, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test('a server without the isolation headers: the CPU backend runs on one thread and the page says why', { timeout: 300_000 }, async () => {
   const plain = await serveWww({ isolated: false });
   const { context, page, consoleErrors } = await openPage(browser, plain);
@@ -560,7 +582,7 @@ test('accessible: no axe-core violations at 1280 and 375 px, no sideways scrolli
       reached.add(focus.id);
       assert.notEqual(focus.outline, 'none', `${focus.id} shows no focus`);
     }
-    for (const id of ['backend', 'count', 'digit', 'guidance', 'sampler', 'steps', 'seed', 'start', 'play', 'scrub', 'speed',
+    for (const id of ['backend', 'count', 'digit', 'guidance', 'interval', 'sampler', 'steps', 'seed', 'start', 'play', 'scrub', 'speed',
       'save-png', 'save-gif', 'copy-link', 'brush', 'pad-undo', 'pad-clear', 'pad-use-result', 'pad-real', 'from-t', 'denoise']) {
       assert.ok(reached.has(id), `Tab never reaches ${id} (reached ${[...reached].join(', ')})`);
     }
