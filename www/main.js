@@ -89,8 +89,9 @@ function syncControls() {
   const unguided = Number(ui.digit.value) === -1;
   ui.guidance.disabled = unguided;
   ui.interval.disabled = unguided;
-  $('guidance-label').title = unguided ? 'Guidance needs a label: choose digits to use it' : '';
-  $('interval-label').title = unguided ? 'Guidance needs a label: choose digits to use it'
+  const needsLabel = 'Guidance needs a label: choose digits to use it';
+  $('guidance-label').title = unguided ? needsLabel : '';
+  $('interval-label').title = unguided ? needsLabel
     : 'Guidance at every step, or only once the noise-to-signal ratio σ_t is at most 7: the noisiest steps then run unguided, which keeps the digits varied';
   $('steps-label').hidden = ui.sampler.value === 'ddpm';
 }

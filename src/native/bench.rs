@@ -85,13 +85,7 @@ pub fn run(
     )
     .expect("DDPM over T steps is valid");
     let per_step = |count: usize| {
-        let request = GenerationRequest {
-            count,
-            seed: 1,
-            digits: Digits::Unconditional,
-            guidance: 0.0,
-            guidance_sigma_max: 0.0,
-        };
+        let request = GenerationRequest::new(count, 1, Digits::Unconditional, 0.0);
         let mut generation = Generation::new(sampler.clone(), &request, device);
         let mut run = |steps: usize| {
             for _ in 0..steps {
