@@ -106,7 +106,7 @@ pub struct GenerationRequest {
     pub guidance_sigma_max: f32,
 }
 
-fn default_guidance_sigma_max() -> f32 {
+pub(crate) fn default_guidance_sigma_max() -> f32 {
     DEFAULT_GUIDANCE_SIGMA_MAX
 }
 
@@ -157,6 +157,18 @@ pub fn noised(schedule: &NoiseSchedule, image: Tensor<4>, seed: u64, t: usize) -
     schedule.add_noise(image, noise, &vec![t; count])
 }
 
+/// The page's and the CLI's autoguidance scale w for unconditional samples.
+pub const DEFAULT_AUTOGUIDANCE: f32 = 2.0;
+
+/// Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself")
+/// of unconditional samples: a worse model of the same network (fewer training steps) whose
+/// errors every step steers away from, ε = (1 + w) ε_model − w ε_guide. Samples with a label
+/// have classifier-free guidance instead, and ignore it.
+pub struct Autoguide<'a> {
+    pub model: &'a UNet,
+    pub weight: f32,
+}
+
 /// A reverse process in progress.
 pub struct Generation {
     sampler: Sampler,
@@ -164,6 +176,8 @@ pub struct Generation {
     /// unconditional half of the batch.
     labels: Vec<Option<usize>>,
     count: usize,
+    /// Whether the images have no label (the only ones that autoguidance steers).
+    unconditional: bool,
     guidance: f32,
     guidance_sigma_max: f32,
     sample: Tensor<4>,
@@ -198,6 +212,7 @@ impl Generation {
             sampler,
             labels,
             count: request.count,
+            unconditional: !request.digits.is_conditional(),
             guidance,
             guidance_sigma_max: request.guidance_sigma_max,
             sample,
@@ -301,11 +316,24 @@ impl Generation {
 
     /// Runs the model and one reverse step. Returns x_{t_prev} and x̂_0, or `None` when done.
     pub fn step(&mut self, model: &UNet) -> Result<Option<StepOutput>, SamplerError> {
-        let device = self.sample.device();
-        kernels::on_cpu_pool(&device, || self.step_here(model))
+        self.step_with(model, None)
     }
 
-    fn step_here(&mut self, model: &UNet) -> Result<Option<StepOutput>, SamplerError> {
+    /// [`step`](Self::step), steered by `autoguide` if the images have no label.
+    pub fn step_with(
+        &mut self,
+        model: &UNet,
+        autoguide: Option<&Autoguide>,
+    ) -> Result<Option<StepOutput>, SamplerError> {
+        let device = self.sample.device();
+        kernels::on_cpu_pool(&device, || self.step_here(model, autoguide))
+    }
+
+    fn step_here(
+        &mut self,
+        model: &UNet,
+        autoguide: Option<&Autoguide>,
+    ) -> Result<Option<StepOutput>, SamplerError> {
         let Some(t) = self.next_timestep() else {
             return Ok(None);
         };
@@ -319,7 +347,16 @@ impl Generation {
             guide(cond, uncond, self.guidance)
         } else {
             // The images' own labels (or none): the first `count`.
-            model.forward(self.sample.clone(), &vec![t; count], &self.labels[..count])
+            let timesteps = vec![t; count];
+            let labels = &self.labels[..count];
+            let eps = model.forward(self.sample.clone(), &timesteps, labels);
+            match autoguide {
+                Some(bad) if self.unconditional && bad.weight != 0.0 => {
+                    let eps_bad = bad.model.forward(self.sample.clone(), &timesteps, labels);
+                    guide(eps, eps_bad, bad.weight)
+                }
+                _ => eps,
+            }
         };
         let mut output = self.sampler.step(eps, self.sample.clone(), &mut self.rng)?;
         output.prev_sample = self.with_known(output.prev_sample);

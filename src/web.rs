@@ -11,7 +11,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, normalize_to_neg_one_to_one, to_pixels};
 use crate::model::UNet;
-use crate::pipeline::{DEFAULT_GUIDANCE_SIGMA_MAX, Digits, Generation, GenerationRequest, noised};
+use crate::pipeline::{Digits, Generation, GenerationRequest, noised};
 use crate::sampler::{Sampler, SamplerKind};
 use crate::schedule::{NoiseSchedule, Objective};
 use crate::weights::{self, Manifest};
@@ -26,10 +26,13 @@ struct StartOptions {
     /// 0–9, [`MIXED_DIGITS`] or [`UNCONDITIONAL`].
     digit: i32,
     guidance: f32,
-    /// Guidance only at steps with σ_t at most this ([`DEFAULT_GUIDANCE_SIGMA_MAX`] if absent;
+    /// Guidance only at steps with σ_t at most this (the pipeline's default if absent;
     /// `Infinity` guides every step).
-    #[serde(default, rename = "guidanceSigmaMax")]
-    guidance_sigma_max: Option<f32>,
+    #[serde(
+        default = "crate::pipeline::default_guidance_sigma_max",
+        rename = "guidanceSigmaMax"
+    )]
+    guidance_sigma_max: f32,
     /// `{ kind: "ddim", steps, eta }`, `{ kind: "dpm-solver", steps }`, `{ kind: "ddpm" }`, …:
     /// the shared [`SamplerKind`], checked by [`Sampler::new`].
     sampler: SamplerKind,
@@ -270,7 +273,7 @@ impl Denoiser {
         let sampler = Sampler::new(NoiseSchedule::new(inner.manifest.schedule), kind)
             .map_err(|e| JsError::new(&e.to_string()))?;
         let request = GenerationRequest {
-            guidance_sigma_max: guidance_sigma_max.unwrap_or(DEFAULT_GUIDANCE_SIGMA_MAX),
+            guidance_sigma_max,
             ..GenerationRequest::new(count as usize, seed, digits, guidance)
         };
         request.validate().map_err(|e| JsError::new(&e))?;

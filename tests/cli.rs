@@ -1,5 +1,6 @@
 //! The commands added for the explorer and the samplers, run as a user runs them: `gendi eval
-//! --compare`, `gendi classify` and `gendi sample --gif`, with the shipped weights and real MNIST.
+//! --compare`, `gendi classify`, `gendi sample --gif` and `--autoguide`, with the shipped weights
+//! and real MNIST.
 
 mod common;
 
@@ -153,4 +154,53 @@ fn sample_gif_holds_every_step_of_a_short_run() {
         }
     }
     assert!(Path::new(&dir.join("grid.png")).exists());
+}
+
+#[test]
+fn sample_autoguide_takes_a_version_of_the_same_network_only() {
+    let scratch = common::scratch_dir("cli-autoguide");
+    let out_dir = scratch.path().to_str().unwrap();
+    let sample = |digit: &str, guide: &str| {
+        gendi(&[
+            "sample",
+            "--count",
+            "2",
+            "--seed",
+            "3",
+            "--steps",
+            "2",
+            "--digit",
+            digit,
+            "--out",
+            out_dir,
+            "--autoguide",
+            guide,
+        ])
+    };
+    // Flow-matching weights: the same network, another objective.
+    let refused = sample("none", "www/weights-flow");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("www/weights-flow") && stderr.contains("cannot guide this model"),
+        "{stderr}"
+    );
+    // The model as its own guide: accepted, and said.
+    let steered = sample("none", "www/weights");
+    assert!(
+        steered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&steered.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&steered.stdout).contains("autoguided by www/weights at w = 2")
+    );
+    // Labelled digits have classifier-free guidance: the guide is not even loaded.
+    let labelled = sample("7", "www/weights-flow");
+    assert!(
+        labelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&labelled.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&labelled.stdout).contains("autoguided"));
 }

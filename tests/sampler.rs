@@ -3,7 +3,7 @@
 
 mod common;
 
-use gendi::pipeline::{Digits, DigitsError, Generation, GenerationRequest};
+use gendi::pipeline::{Autoguide, Digits, DigitsError, Generation, GenerationRequest};
 use gendi::rng::NoiseRng;
 use gendi::sampler::{DdpmVariance, Sampler, SamplerError, SamplerKind, guide};
 use gendi::schedule::{NoiseSchedule, Objective, ScheduleConfig};
@@ -367,6 +367,64 @@ fn guidance_applies_only_within_its_noise_interval() {
         apart(&from_second[1], &conditional[1]),
         "t = 749 lies within σ_max: guided"
     );
+}
+
+#[test]
+fn autoguidance_steers_unconditional_samples_away_from_the_guide() {
+    let device = common::device();
+    let model = gendi::model::UNetConfig::tiny().init(&device);
+    let bad = gendi::model::UNetConfig::tiny().init(&device);
+    let kind = SamplerKind::Ddim { steps: 4, eta: 0.0 };
+    let autoguide = |weight| Autoguide {
+        model: &bad,
+        weight,
+    };
+    let first_step = |request: &GenerationRequest, autoguide: Option<&Autoguide>| {
+        let sampler = Sampler::new(schedule(), kind).unwrap();
+        let mut generation = Generation::new(sampler, request, &device);
+        let x = generation.sample().clone();
+        let t = generation.next_timestep().unwrap();
+        let step = generation.step_with(&model, autoguide).unwrap().unwrap();
+        (x, t, common::values(step.prev_sample))
+    };
+    let unconditional = GenerationRequest::new(2, 5, Digits::Unconditional, 0.0);
+    let (x, t, steered) = first_step(&unconditional, Some(&autoguide(1.5)));
+    // By hand: (1 + w) ε_model − w ε_guide, then the sampler's own step.
+    let labels = [None, None];
+    let eps = guide(
+        model.forward(x.clone(), &[t, t], &labels),
+        bad.forward(x.clone(), &[t, t], &labels),
+        1.5,
+    );
+    let expected = Sampler::new(schedule(), kind)
+        .unwrap()
+        .step(eps, x, &mut NoiseRng::new(0))
+        .unwrap();
+    let diff = common::max_abs_diff(&steered, &common::values(expected.prev_sample));
+    assert!(
+        diff < 1e-5,
+        "autoguided step off the hand calculation by {diff}"
+    );
+    let (_, _, plain) = first_step(&unconditional, None);
+    assert!(
+        common::max_abs_diff(&steered, &plain) > 1e-4,
+        "autoguidance changes the step"
+    );
+    assert_eq!(
+        first_step(&unconditional, Some(&autoguide(0.0))).2,
+        plain,
+        "w = 0: the model alone"
+    );
+    // Digits with a label are left to classifier-free guidance: guided or not (t = 999 lies
+    // above the default interval), autoguidance does not touch them.
+    for guidance in [0.0, 2.0] {
+        let labelled = GenerationRequest::new(2, 5, Digits::Only(3), guidance);
+        assert_eq!(
+            first_step(&labelled, Some(&autoguide(1.5))).2,
+            first_step(&labelled, None).2,
+            "a labelled digit at guidance {guidance} is not autoguided"
+        );
+    }
 }
 
 #[test]

@@ -66,6 +66,7 @@ fn digits_drawn_as_asked(kind: SamplerKind) -> (usize, Vec<usize>) {
         images.extend(
             generate_images(
                 &model,
+                None,
                 &sampler,
                 &GenerationRequest::new(
                     2,

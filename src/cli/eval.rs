@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{GenerateArgs, GuidanceArgs, SamplerArg, progress};
+use super::{AutoguideArgs, GenerateArgs, GuidanceArgs, Guide, SamplerArg, progress};
 use gendi::data::{self, DIGITS, Mnist, Split};
 use gendi::native::classifier::Classifier;
 use gendi::native::eval::FeatureStats;
@@ -44,6 +44,9 @@ pub struct EvalArgs {
     /// MNIST directory [default: $GENDI_DATA or data/mnist].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Autoguidance of the unconditional set.
+    #[command(flatten)]
+    autoguide: AutoguideArgs,
     #[command(flatten)]
     model: GenerateArgs,
 }
@@ -112,14 +115,16 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         Some(&real_labels),
     );
 
-    let (model, schedule, num_classes) = args.model.source.load(&device)?;
+    let (model, config, schedule) = args.model.source.load(&device)?;
+    let guide = args.autoguide.load(&config, &schedule, &device)?;
     let setup = Setup {
         args: &args,
         model: &model,
         classifier: &classifier,
         reference: &reference,
         schedule: NoiseSchedule::new(schedule),
-        conditional: num_classes > 0,
+        conditional: config.num_classes > 0,
+        guide: guide.as_ref(),
         device: &device,
     };
     println!(
@@ -149,6 +154,12 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         "sampler: {kind}, {} model evaluations per image; per-digit guidance {} at σ_t ≤ {}",
         scored.steps, args.guidance.guidance, args.guidance.guidance_sigma_max
     );
+    if let Some(guide) = &guide {
+        println!(
+            "unconditional set {} (twice the model evaluations)",
+            guide.describe()
+        );
+    }
     println!();
     print_table(
         &scored.unconditional,
@@ -160,6 +171,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         "classifier_test_accuracy": test_accuracy,
         "sampler": kind,
         "guidance": args.guidance.json(),
+        "autoguidance": setup.guide.map(Guide::json),
         "seed": args.seed,
         "ms_per_image": scored.ms_per_image,
         "generated_unconditional": scored.unconditional,
@@ -202,6 +214,8 @@ struct Setup<'a> {
     reference: &'a FeatureStats,
     schedule: NoiseSchedule,
     conditional: bool,
+    /// Steers the unconditional set (`--autoguide`).
+    guide: Option<&'a Guide>,
     device: &'a burn::tensor::Device,
 }
 
@@ -237,6 +251,7 @@ impl Setup<'_> {
         let started = std::time::Instant::now();
         let unconditional = generate_images(
             self.model,
+            self.guide.map(Guide::autoguide).as_ref(),
             &sampler,
             &GenerationRequest::new(args.count, args.seed, Digits::Unconditional, 0.0),
             args.batch,
@@ -255,6 +270,7 @@ impl Setup<'_> {
                 let seed = args.seed + 10_000 * (digit as u64 + 1);
                 images.extend(generate_images(
                     self.model,
+                    None,
                     &sampler,
                     &args.guidance.request(per_digit, seed, Digits::Only(digit)),
                     args.batch,
@@ -295,6 +311,7 @@ fn compare(setup: &Setup, real: &SetReport) -> Result<(), String> {
             "seed": args.seed,
             "count": args.count,
             "guidance": args.guidance.json(),
+            "autoguidance": setup.guide.map(Guide::json),
             "real_training_images": real,
             "samplers": rows,
         })

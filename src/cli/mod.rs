@@ -8,13 +8,16 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use gendi::model::UNet;
+use gendi::model::{UNet, UNetConfig};
 use gendi::native::Backend;
 use gendi::native::bench;
 use gendi::native::checkpoint::Checkpoint;
 use gendi::native::export::{ExportError, export, load_exported, reexport};
 use gendi::native::train::{draw_loss, read_loss_csv};
-use gendi::pipeline::{DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_SIGMA_MAX, Digits, GenerationRequest};
+use gendi::pipeline::{
+    Autoguide, DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_SIGMA_MAX, Digits,
+    GenerationRequest,
+};
 use gendi::sampler::{DdpmVariance, SamplerKind, defaults};
 use gendi::schedule::{BetaSchedule, Objective, ScheduleConfig};
 use gendi::weights;
@@ -188,6 +191,79 @@ impl GuidanceArgs {
     }
 }
 
+/// Autoguidance of the unconditional digits: a worse version of the same network steers them.
+#[derive(Args, Clone)]
+pub struct AutoguideArgs {
+    /// Exported weights of a worse version of the same network (an earlier step of its run)
+    /// that steers unconditional digits away from its errors, ε = (1+w)·ε_model − w·ε_guide
+    /// (Karras et al. 2024); twice the model evaluations. Labelled digits ignore it.
+    #[arg(long, value_name = "DIR")]
+    pub autoguide: Option<PathBuf>,
+    /// Autoguidance scale w (with --autoguide); 0 turns it off.
+    #[arg(long, value_name = "W", default_value_t = DEFAULT_AUTOGUIDANCE)]
+    pub autoguidance: f32,
+}
+
+impl AutoguideArgs {
+    /// The guide's directory and network, checked against the model's network and schedule;
+    /// `None` without --autoguide or at scale 0.
+    pub fn load(
+        &self,
+        model: &UNetConfig,
+        schedule: &ScheduleConfig,
+        device: &burn::tensor::Device,
+    ) -> Result<Option<Guide>, String> {
+        if !self.autoguidance.is_finite() || self.autoguidance < 0.0 {
+            return Err(format!(
+                "--autoguidance is {}: give a scale from 0 (off) up",
+                self.autoguidance
+            ));
+        }
+        let Some(dir) = self.autoguide.as_ref().filter(|_| self.autoguidance != 0.0) else {
+            return Ok(None);
+        };
+        let (manifest, guide) =
+            load_exported(dir, device).map_err(|e| format!("--autoguide: {e}"))?;
+        weights::check_guide(model, schedule, &manifest)
+            .map_err(|e| format!("--autoguide {}: {e}", dir.display()))?;
+        Ok(Some(Guide {
+            dir: dir.clone(),
+            model: guide,
+            weight: self.autoguidance,
+        }))
+    }
+}
+
+/// A loaded `--autoguide`: its network, where it came from and its scale.
+pub struct Guide {
+    dir: PathBuf,
+    model: UNet,
+    weight: f32,
+}
+
+impl Guide {
+    pub fn autoguide(&self) -> Autoguide<'_> {
+        Autoguide {
+            model: &self.model,
+            weight: self.weight,
+        }
+    }
+
+    /// What a run prints.
+    pub fn describe(&self) -> String {
+        format!(
+            "autoguided by {} at w = {}",
+            self.dir.display(),
+            self.weight
+        )
+    }
+
+    /// The settings, for a JSON report.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "weights": self.dir, "scale": self.weight })
+    }
+}
+
 /// Which weights, which sampler, which device: what every generating command takes.
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -209,14 +285,18 @@ pub struct ModelSource {
     checkpoint: Option<PathBuf>,
 }
 impl ModelSource {
-    fn load(&self, device: &burn::tensor::Device) -> Result<(UNet, ScheduleConfig, usize), String> {
+    /// The network, its config and its noise schedule.
+    fn load(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> Result<(UNet, UNetConfig, ScheduleConfig), String> {
         match &self.checkpoint {
             Some(path) => {
                 let checkpoint = Checkpoint::load(path).map_err(|e| e.to_string())?;
                 let config = checkpoint.state.config;
                 let model = weights::model_from_bytes(&config.model, &checkpoint.ema, device)
                     .map_err(|e| e.to_string())?;
-                Ok((model, config.schedule, config.model.num_classes))
+                Ok((model, config.model, config.schedule))
             }
             None => {
                 let (manifest, model) =
@@ -226,7 +306,7 @@ impl ModelSource {
                         }
                         e => e.to_string(),
                     })?;
-                Ok((model, manifest.schedule, manifest.model.num_classes))
+                Ok((model, manifest.model, manifest.schedule))
             }
         }
     }

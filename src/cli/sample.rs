@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{
-    GenerateArgs, GuidanceArgs, ModelSource, ObjectiveArg, SamplerArgs, ScheduleArg, random_seed,
-    schedule_config,
+    AutoguideArgs, GenerateArgs, GuidanceArgs, Guide, ModelSource, ObjectiveArg, SamplerArgs,
+    ScheduleArg, random_seed, schedule_config,
 };
 use gendi::animation;
 use gendi::data::{self, DIGITS, IMAGE_PIXELS, Mnist, Split, to_pixels};
@@ -50,6 +50,8 @@ pub struct SampleArgs {
     digit: Option<Digits>,
     #[command(flatten)]
     guidance: GuidanceArgs,
+    #[command(flatten)]
+    autoguide: AutoguideArgs,
     /// Also write the run as an animated GIF: x_t of every step (up to 100, evenly spaced beyond),
     /// in the web page's layout, 4× enlarged (at most 256 digits).
     #[arg(long, value_name = "FILE")]
@@ -103,6 +105,8 @@ pub struct ReferenceArgs {
     #[command(flatten)]
     guidance: GuidanceArgs,
     #[command(flatten)]
+    autoguide: AutoguideArgs,
+    #[command(flatten)]
     sampler: SamplerArgs,
     /// How many of the first steps to record.
     #[arg(long, default_value_t = 3)]
@@ -116,7 +120,8 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
         return Err("--count must be between 1 and 4096".into());
     }
     let device = args.model.device.device.device()?;
-    let (model, schedule, num_classes) = args.model.source.load(&device)?;
+    let (model, config, schedule) = args.model.source.load(&device)?;
+    let num_classes = config.num_classes;
     let digits = match args.digit {
         Some(digits) => digits,
         None if num_classes == 0 => Digits::Unconditional,
@@ -128,6 +133,14 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     let sampler = Sampler::new(NoiseSchedule::new(schedule), kind).map_err(|e| e.to_string())?;
     let request = args.guidance.request(args.count, seed, digits);
     request.validate()?;
+    let guide = match digits {
+        Digits::Unconditional => args.autoguide.load(&config, &schedule, &device)?,
+        _ => None,
+    };
+    if let Some(guide) = &guide {
+        println!("{}", guide.describe());
+    }
+    let autoguide = guide.as_ref().map(Guide::autoguide);
     let mut generation = Generation::new(sampler, &request, &device);
     let total = generation.total_steps();
     let bar = indicatif::ProgressBar::new(total as u64);
@@ -158,7 +171,7 @@ pub fn sample(args: SampleArgs) -> Result<(), String> {
     let gif_steps = animation::kept_steps(total);
     let mut gif_frames = Vec::new();
     while generation
-        .step(&model)
+        .step_with(&model, autoguide.as_ref())
         .map_err(|e| e.to_string())?
         .is_some()
     {
@@ -257,18 +270,21 @@ pub fn forward(args: ForwardArgs) -> Result<(), String> {
 
 pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     let device = burn::tensor::Device::flex();
-    let (model, schedule, num_classes) = args.source.load(&device)?;
+    let (model, config, schedule) = args.source.load(&device)?;
+    let num_classes = config.num_classes;
     args.digit.check(num_classes).map_err(|e| e.to_string())?;
     let kind = args.sampler.kind(schedule.objective);
     let sampler = Sampler::new(NoiseSchedule::new(schedule), kind).map_err(|e| e.to_string())?;
     let timesteps = sampler.timesteps().to_vec();
     let request = args.guidance.request(args.count, args.seed, args.digit);
     request.validate()?;
+    let guide = args.autoguide.load(&config, &schedule, &device)?;
+    let autoguide = guide.as_ref().map(Guide::autoguide);
     let mut generation = Generation::new(sampler, &request, &device);
     let mut steps = Vec::new();
     for _ in 0..args.record.min(timesteps.len()) {
         let output = generation
-            .step(&model)
+            .step_with(&model, autoguide.as_ref())
             .map_err(|e| e.to_string())?
             .expect("steps remain");
         let values: Vec<f32> = output
@@ -280,6 +296,7 @@ pub fn reference(args: ReferenceArgs) -> Result<(), String> {
     }
     let json = serde_json::json!({
         "seed": args.seed, "count": args.count, "digits": args.digit, "guidance": args.guidance.json(),
+        "autoguidance": guide.as_ref().map(Guide::json),
         "sampler": kind, "total_steps": timesteps.len(), "timesteps": timesteps, "steps": steps,
     });
     std::fs::write(&args.out, json.to_string())

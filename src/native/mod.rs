@@ -36,10 +36,11 @@ impl Backend {
 }
 
 /// Generates `request.count` images in batches of at most `batch`, each batch seeded
-/// `request.seed + index`. Returns the final x_0 values in [−1, 1] (784 per image), and calls
-/// `on_step` after every step.
+/// `request.seed + index`, autoguided if `autoguide` is given. Returns the final x_0 values in
+/// [−1, 1] (784 per image), and calls `on_step` after every step.
 pub fn generate_images(
     model: &crate::model::UNet,
+    autoguide: Option<&crate::pipeline::Autoguide>,
     sampler: &crate::sampler::Sampler,
     request: &crate::pipeline::GenerationRequest,
     batch: usize,
@@ -58,7 +59,11 @@ pub fn generate_images(
         };
         request.validate()?;
         let mut generation = Generation::new(sampler.clone(), &request, device);
-        while generation.step(model).map_err(|e| e.to_string())?.is_some() {
+        while generation
+            .step_with(model, autoguide)
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             on_step();
         }
         let data: Vec<f32> = generation

@@ -502,7 +502,7 @@ impl Trainer {
             let seed = 1000 + digit as u64;
             let request = GenerationRequest::new(2, seed, digits, DEFAULT_GUIDANCE);
             let values =
-                super::generate_images(&self.ema, &sampler, &request, 2, &self.device, || {})
+                super::generate_images(&self.ema, None, &sampler, &request, 2, &self.device, || {})
                     .map_err(std::io::Error::other)?;
             pixels.extend(to_pixels(&values));
         }
