@@ -157,7 +157,7 @@ pub fn noised(schedule: &NoiseSchedule, image: Tensor<4>, seed: u64, t: usize) -
     schedule.add_noise(image, noise, &vec![t; count])
 }
 
-/// The page's and the CLI's autoguidance scale w for unconditional samples.
+/// The autoguidance scale w that `--autoguide` uses unless told otherwise.
 pub const DEFAULT_AUTOGUIDANCE: f32 = 2.0;
 
 /// Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself")

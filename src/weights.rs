@@ -16,22 +16,6 @@ use crate::schedule::ScheduleConfig;
 pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const WEIGHTS_FILE: &str = "gendi.bpk";
-/// Whether the weights of `guide` can guide a model of this network and noise schedule (the
-/// same of both) in autoguidance ([`crate::pipeline::Autoguide`]).
-pub fn check_guide(
-    model: &UNetConfig,
-    schedule: &ScheduleConfig,
-    guide: &Manifest,
-) -> Result<(), WeightsError> {
-    if guide.model != *model || guide.schedule != *schedule {
-        return Err(WeightsError::Guide(
-            "its network or noise schedule differs from the model's; a guide is a worse version \
-             of the same network (e.g. an earlier step of the same run)"
-                .into(),
-        ));
-    }
-    Ok(())
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -91,8 +75,8 @@ pub enum WeightsError {
         manifest: usize,
         model: usize,
     },
-    /// Autoguidance weights that cannot guide the model (see [`check_guide`]).
-    Guide(String),
+    /// Autoguidance weights of another network or schedule (see [`check_guide`]).
+    Guide,
 }
 
 impl std::fmt::Display for WeightsError {
@@ -120,12 +104,29 @@ impl std::fmt::Display for WeightsError {
                 f,
                 "the manifest says {manifest} parameters, the model it describes has {model}"
             ),
-            Self::Guide(m) => write!(f, "the autoguidance weights cannot guide this model: {m}"),
+            Self::Guide => write!(
+                f,
+                "these weights cannot guide this model: their network or noise schedule differs; \
+                 a guide is a worse version of the same network (e.g. an earlier step of its run)"
+            ),
         }
     }
 }
 
 impl std::error::Error for WeightsError {}
+
+/// Whether the weights of `guide` can guide a model of this network and noise schedule in
+/// autoguidance ([`crate::pipeline::Autoguide`]): the same of both.
+pub fn check_guide(
+    model: &UNetConfig,
+    schedule: &ScheduleConfig,
+    guide: &Manifest,
+) -> Result<(), WeightsError> {
+    if guide.model != *model || guide.schedule != *schedule {
+        return Err(WeightsError::Guide);
+    }
+    Ok(())
+}
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     lowercase_hex(&Sha256::digest(bytes))
