@@ -157,9 +157,6 @@ pub fn noised(schedule: &NoiseSchedule, image: Tensor<4>, seed: u64, t: usize) -
     schedule.add_noise(image, noise, &vec![t; count])
 }
 
-/// The autoguidance scale w that `--autoguide` uses unless told otherwise.
-pub const DEFAULT_AUTOGUIDANCE: f32 = 2.0;
-
 /// Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself")
 /// of unconditional samples: a worse model of the same network (fewer training steps) whose
 /// errors every step steers away from, ε = (1 + w) ε_model − w ε_guide. Samples with a label
@@ -176,8 +173,6 @@ pub struct Generation {
     /// unconditional half of the batch.
     labels: Vec<Option<usize>>,
     count: usize,
-    /// Whether the images have no label (the only ones that autoguidance steers).
-    unconditional: bool,
     guidance: f32,
     guidance_sigma_max: f32,
     sample: Tensor<4>,
@@ -212,7 +207,6 @@ impl Generation {
             sampler,
             labels,
             count: request.count,
-            unconditional: !request.digits.is_conditional(),
             guidance,
             guidance_sigma_max: request.guidance_sigma_max,
             sample,
@@ -351,7 +345,8 @@ impl Generation {
             let labels = &self.labels[..count];
             let eps = model.forward(self.sample.clone(), &timesteps, labels);
             match autoguide {
-                Some(bad) if self.unconditional && bad.weight != 0.0 => {
+                // Only images without a label: the others have classifier-free guidance.
+                Some(bad) if bad.weight != 0.0 && labels.iter().all(Option::is_none) => {
                     let eps_bad = bad.model.forward(self.sample.clone(), &timesteps, labels);
                     guide(eps, eps_bad, bad.weight)
                 }

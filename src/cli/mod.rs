@@ -15,8 +15,7 @@ use gendi::native::checkpoint::Checkpoint;
 use gendi::native::export::{ExportError, export, load_exported, reexport};
 use gendi::native::train::{draw_loss, read_loss_csv};
 use gendi::pipeline::{
-    Autoguide, DEFAULT_AUTOGUIDANCE, DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_SIGMA_MAX, Digits,
-    GenerationRequest,
+    Autoguide, DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_SIGMA_MAX, Digits, GenerationRequest,
 };
 use gendi::sampler::{DdpmVariance, SamplerKind, defaults};
 use gendi::schedule::{BetaSchedule, Objective, ScheduleConfig};
@@ -190,6 +189,9 @@ impl GuidanceArgs {
         serde_json::json!({ "scale": self.guidance, "sigma_max": self.guidance_sigma_max })
     }
 }
+
+/// The autoguidance scale w that `--autoguide` uses unless told otherwise.
+const DEFAULT_AUTOGUIDANCE: f32 = 2.0;
 
 /// Autoguidance of the unconditional digits: a worse version of the same network steers them.
 #[derive(Args, Clone)]
