@@ -58,15 +58,24 @@ export const CHROMIUM_ARGS = [
   '--disable-component-update', '--disable-sync',
 ];
 
-const LAUNCH = {
-  executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium',
-  headless: true,
-  // GENDI_CHROMIUM_ARGS adds flags for an experiment (e.g. V8's wasm tiering options).
-  args: [...CHROMIUM_ARGS, ...(process.env.GENDI_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
-};
+// A browser as a visitor without a usable GPU has it: no WebGPU adapter, and the page composited
+// in software. The flags above composite it with SwiftShader's OpenGL instead, which no visitor
+// gets and which, on two cores, took CPU time from the model: drawing every step cost the CPU
+// backend's batch-1 step 4-7 ms there, and ~0-2 ms composited in software (README).
+const NO_GPU_ARGS = [...CHROMIUM_ARGS.filter((flag) => !/webgpu|swiftshader|Vulkan/.test(flag)), '--disable-gpu'];
 
-export async function launchBrowser() {
-  return chromium.launch(LAUNCH);
+/** Chromium's launch options: with WebGPU on SwiftShader, or with no GPU (`gpu: false`). */
+function launchOptions(gpu) {
+  return {
+    executablePath: process.env.CHROMIUM ?? '/usr/lib/chromium/chromium',
+    headless: true,
+    // GENDI_CHROMIUM_ARGS adds flags for an experiment (e.g. V8's wasm tiering options).
+    args: [...(gpu ? CHROMIUM_ARGS : NO_GPU_ARGS), ...(process.env.GENDI_CHROMIUM_ARGS ?? '').split(' ').filter(Boolean)],
+  };
+}
+
+export async function launchBrowser({ gpu = true } = {}) {
+  return chromium.launch(launchOptions(gpu));
 }
 
 /**
@@ -74,8 +83,8 @@ export async function launchBrowser() {
  * (disk caches included), where launchBrowser's contexts are fresh each time. Resolves to the
  * one context.
  */
-export async function launchProfile(userDataDir) {
-  return chromium.launchPersistentContext(userDataDir, LAUNCH);
+export async function launchProfile(userDataDir, { gpu = true } = {}) {
+  return chromium.launchPersistentContext(userDataDir, launchOptions(gpu));
 }
 
 /**
