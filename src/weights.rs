@@ -75,7 +75,7 @@ pub enum WeightsError {
         manifest: usize,
         model: usize,
     },
-    /// Autoguidance weights of another network or schedule (see [`check_guide`]).
+    /// Autoguidance weights of another noise schedule or image shape (see [`check_guide`]).
     Guide,
 }
 
@@ -106,8 +106,9 @@ impl std::fmt::Display for WeightsError {
             ),
             Self::Guide => write!(
                 f,
-                "these weights cannot guide this model: their network or noise schedule differs; \
-                 a guide is a worse version of the same network (e.g. an earlier step of its run)"
+                "these weights cannot guide this model: their noise schedule, objective or image \
+                 size differs; a guide is a worse model of the same images and noise (an earlier \
+                 step of its run, or a smaller network)"
             ),
         }
     }
@@ -116,13 +117,18 @@ impl std::fmt::Display for WeightsError {
 impl std::error::Error for WeightsError {}
 
 /// Whether the weights of `guide` can guide a model of this network and noise schedule in
-/// autoguidance ([`crate::pipeline::Autoguide`]): the same of both.
+/// autoguidance ([`crate::pipeline::Autoguide`]): a guide predicts the same quantity for the same
+/// noisy images (the schedule, its objective included, and the image shape), and is otherwise
+/// any worse model of them: an earlier step of the same run, or a smaller network trained for
+/// less time, which Karras et al. (2024) found the better guide.
 pub fn check_guide(
     model: &UNetConfig,
     schedule: &ScheduleConfig,
     guide: &Manifest,
 ) -> Result<(), WeightsError> {
-    if guide.model != *model || guide.schedule != *schedule {
+    let same_images = guide.model.image_size == model.image_size
+        && guide.model.image_channels == model.image_channels;
+    if guide.schedule != *schedule || !same_images {
         return Err(WeightsError::Guide);
     }
     Ok(())

@@ -157,7 +157,7 @@ fn sample_gif_holds_every_step_of_a_short_run() {
 }
 
 #[test]
-fn sample_autoguide_takes_a_version_of_the_same_network_only() {
+fn sample_autoguide_takes_a_model_of_the_same_noise_only() {
     let scratch = common::scratch_dir("cli-autoguide");
     let out_dir = scratch.path().to_str().unwrap();
     let sample = |digit: &str, guide: &str| {

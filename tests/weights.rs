@@ -361,3 +361,48 @@ fn hostile_manifest_numbers_are_refused_before_anything_is_built() {
         );
     }
 }
+
+#[test]
+fn a_guide_is_any_model_of_the_same_images_and_noise() {
+    let model = UNetConfig::default();
+    let schedule = ScheduleConfig::default();
+    let guide = |config: &UNetConfig, schedule: ScheduleConfig| {
+        weights::manifest_for(config, schedule, 1, 500, true, &[0], StoredDType::F32)
+    };
+    // The same network at an earlier step, or a smaller unconditional one: both guide.
+    let smaller = UNetConfig {
+        base_channels: model.base_channels / 2,
+        num_classes: 0,
+        ..model.clone()
+    };
+    for config in [&model, &smaller] {
+        assert_eq!(
+            weights::check_guide(&model, &schedule, &guide(config, schedule)),
+            Ok(())
+        );
+    }
+    // Another objective or number of steps predicts something else for the same x_t.
+    let flow = ScheduleConfig {
+        objective: gendi::schedule::Objective::Flow,
+        ..schedule
+    };
+    let shorter = ScheduleConfig {
+        timesteps: 500,
+        ..schedule
+    };
+    for other in [flow, shorter] {
+        assert_eq!(
+            weights::check_guide(&model, &schedule, &guide(&model, other)),
+            Err(WeightsError::Guide)
+        );
+    }
+    // Other images.
+    let larger = UNetConfig {
+        image_size: 32,
+        ..model.clone()
+    };
+    assert_eq!(
+        weights::check_guide(&model, &schedule, &guide(&larger, schedule)),
+        Err(WeightsError::Guide)
+    );
+}

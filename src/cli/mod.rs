@@ -193,12 +193,14 @@ impl GuidanceArgs {
 /// The autoguidance scale w that `--autoguide` uses unless told otherwise.
 const DEFAULT_AUTOGUIDANCE: f32 = 2.0;
 
-/// Autoguidance of the unconditional digits: a worse version of the same network steers them.
+/// Autoguidance of the unconditional digits: a worse model of the same images and noise steers
+/// them.
 #[derive(Args, Clone)]
 pub struct AutoguideArgs {
-    /// Exported weights of a worse version of the same network (an earlier step of its run)
-    /// that steers unconditional digits away from its errors, ε = (1+w)·ε_model − w·ε_guide
-    /// (Karras et al. 2024); twice the model evaluations. Labelled digits ignore it.
+    /// Exported weights of a worse model of the same noise (an earlier step of its run, or a
+    /// smaller network trained for less time) that steers unconditional digits away from its
+    /// errors, ε = (1+w)·ε_model − w·ε_guide (Karras et al. 2024); a second model evaluation per
+    /// step. Labelled digits ignore it.
     #[arg(long, value_name = "DIR")]
     pub autoguide: Option<PathBuf>,
     /// Autoguidance scale w (with --autoguide); 0 turns it off.
