@@ -100,6 +100,12 @@ const browserFor = async (backend) => {
   browsers[gpu] ??= await launchBrowser({ gpu });
   return browsers[gpu];
 };
+async function closeBrowsers() {
+  for (const [gpu, browser] of Object.entries(browsers)) {
+    delete browsers[gpu];
+    await browser.close();
+  }
+}
 try {
   const report = { steps_timed: STEPS, cpu_browser: 'no GPU (--disable-gpu): composited in software' };
   for (const backend of BACKENDS) {
@@ -120,7 +126,8 @@ try {
       report[`${backend}_threads`] = r.threads;
     }
   }
-  for (const browser of Object.values(browsers)) await browser.close();
+  // Plain visits launch their own browsers, with a profile kept between visits.
+  await closeBrowsers();
   const plain = await plainVisits(server, false);
   report.plain_visit_navigation_to_first_step_ms = plain.navigation_to_first_step_ms;
   report.plain_visit_backend = plain.backend;
@@ -144,6 +151,6 @@ try {
   report.gzip_bytes_total_threads = report.gzip_bytes_wasm_threads + report.gzip_bytes_js_html_css_threads + report.gzip_bytes_weights;
   console.log(JSON.stringify(report, null, 2));
 } finally {
-  for (const browser of Object.values(browsers)) await browser.close().catch(() => {});
+  await closeBrowsers();
   await server.close();
 }
