@@ -1,5 +1,5 @@
 // Shared by the browser tests and the web benchmark: a static server for www/ on loopback and
-// headless Chromium with WebGPU on SwiftShader (flags from shared/TOOLCHAIN.md).
+// headless Chromium with WebGPU on SwiftShader (flags from shared/TOOLCHAIN.md), or without a GPU.
 import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { join, extname, normalize } from 'node:path';
