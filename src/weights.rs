@@ -120,7 +120,8 @@ impl std::error::Error for WeightsError {}
 /// autoguidance ([`crate::pipeline::Autoguide`]): a guide predicts the same quantity for the same
 /// noisy images (the schedule, its objective included, and the image shape), and is otherwise
 /// any worse model of them: an earlier step of the same run, or a smaller network trained for
-/// less time, which Karras et al. (2024) found the better guide.
+/// less time, which Karras et al. (2024) found the better guide. (Loaded manifests are all
+/// 28×28×1, [`parse_manifest`] sees to that; the image check is for manifests built otherwise.)
 pub fn check_guide(
     model: &UNetConfig,
     schedule: &ScheduleConfig,
