@@ -47,7 +47,8 @@ enum Command {
     /// Draw loss.csv files as one chart: a run that went on in other run directories, or a step
     /// range of one.
     Loss(LossArgs),
-    /// Measure training throughput and sampling latency; prints JSON.
+    /// Measure training throughput and sampling latency; prints JSON. The CPU kernels use every
+    /// core; `RAYON_NUM_THREADS=N` sets how many (the JSON's `threads` says what was used).
     Bench(BenchArgs),
     /// Score generated digits like the reference report: Fréchet distance on an MNIST
     /// classifier's features, its confidence, the class histogram, per-digit accuracy; with the

@@ -1,6 +1,6 @@
 //! The commands added for the explorer and the samplers, run as a user runs them: `gendi eval
 //! --compare`, `gendi classify`, `gendi sample --gif` and `--autoguide`, with the shipped weights
-//! and real MNIST.
+//! and real MNIST; and `gendi bench`.
 
 mod common;
 
@@ -203,4 +203,38 @@ fn sample_autoguide_takes_a_model_of_the_same_noise_only() {
         String::from_utf8_lossy(&labelled.stderr)
     );
     assert!(!String::from_utf8_lossy(&labelled.stdout).contains("autoguided"));
+}
+
+#[test]
+fn bench_reports_the_threads_its_kernels_ran_on() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gendi"))
+        .args([
+            "bench",
+            "--train-steps",
+            "1",
+            "--train-batch",
+            "4",
+            "--sample-steps",
+            "1",
+        ])
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("gendi runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench prints JSON");
+    assert_eq!(report["threads"], 1, "{report}");
+    assert_eq!(report["train_batch"], 4, "{report}");
+    for key in [
+        "train_images_per_s",
+        "peak_gemm_gflops",
+        "sample_ms_per_step_b1",
+        "sample_ms_per_step_b16",
+    ] {
+        let value = report[key].as_f64().unwrap_or(f64::NAN);
+        assert!(value.is_finite() && value > 0.0, "{key}: {report}");
+    }
 }

@@ -18,6 +18,7 @@ use crate::schedule::NoiseSchedule;
 pub struct BenchReport {
     pub device: String,
     pub parameters: usize,
+    /// Threads the CPU kernels run on (rayon's pool: every core, or `RAYON_NUM_THREADS`).
     pub threads: usize,
     /// "gendi" (src/kernels/), "gendi-im2col" (without Winograd) or "burn" (burn-flex's own ops).
     pub kernels: &'static str,
@@ -107,9 +108,7 @@ pub fn run(
     BenchReport {
         device: device_name.to_string(),
         parameters: model.num_params(),
-        threads: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        threads: crate::kernels::threads(),
         kernels: if !crate::kernels::gendi_kernels_enabled() {
             "burn"
         } else if crate::kernels::winograd_enabled() {
