@@ -481,3 +481,58 @@ fn checkpoints_of_one_run_export_as_the_mean_of_their_weights() {
     );
     assert!(!mixed.exists());
 }
+
+/// With several threads a CPU training step cuts its batch in two shards that run at once (see
+/// `shards_for`); their gradients add up to the whole batch's. Three steps on two threads end
+/// where three steps on one thread (one shard) do, up to float rounding, and a run on other
+/// digits ends far from both.
+#[test]
+fn a_batch_in_two_shards_trains_like_the_whole_batch() {
+    let data = mnist(96);
+    let config = TrainConfig {
+        batch_size: 16,
+        steps: 3,
+        warmup_steps: 1,
+        learning_rate: 1e-3,
+        ..TrainConfig::default()
+    };
+    let device = common::device();
+    let outputs_after = |threads: usize, first: usize| -> (Vec<f32>, Vec<f32>) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            assert_eq!(gendi::kernels::threads(), threads);
+            let mut trainer = Trainer::new(config.clone(), &device).unwrap();
+            let losses = (0..3)
+                .map(|step| {
+                    let start = first + 16 * step;
+                    trainer.train_step(&data, &(start..start + 16).collect::<Vec<_>>())
+                })
+                .collect();
+            let x = common::filled(0.2, [1, 1, 28, 28]);
+            let outputs = trainer.model.valid().forward(x, &[300], &[Some(2)]);
+            (losses, common::values(outputs))
+        })
+    };
+    let (whole_losses, whole) = outputs_after(1, 0);
+    let (sharded_losses, sharded) = outputs_after(2, 0);
+    for (a, b) in whole_losses.iter().zip(&sharded_losses) {
+        assert!(
+            a.is_finite() && (a - b).abs() <= 1e-5 * a.abs(),
+            "losses {whole_losses:?} against {sharded_losses:?}"
+        );
+    }
+    let diff = common::max_abs_diff(&whole, &sharded);
+    assert!(
+        diff < 1e-4,
+        "two shards differ from the whole batch by {diff}"
+    );
+    let (_, other) = outputs_after(1, 48);
+    let control = common::max_abs_diff(&whole, &other);
+    assert!(
+        control > 1e-2,
+        "other digits should train elsewhere (only {control})"
+    );
+}

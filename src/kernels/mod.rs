@@ -177,6 +177,16 @@ pub fn gendi_kernels_enabled() -> bool {
     SETTINGS.with(|cell| cell.get().gendi)
 }
 
+/// `work(0)` … `work(count − 1)` at once on the kernels' thread pool (one after another without
+/// threads), each with this thread's kernel settings; results in task order. For a step that
+/// splits into independent parts, such as a training batch's shards: each part's kernel loops
+/// are shared out by work stealing, so a thread that finishes its share of one loop goes on with
+/// the other part instead of waiting for the slowest thread at every loop's end.
+pub fn concurrently<R: Send>(count: usize, work: impl Fn(usize) -> R + Send + Sync) -> Vec<R> {
+    let settings = SETTINGS.with(|cell| cell.get());
+    parallel::tasks(count, |i| with_settings(settings, || work(i)))
+}
+
 /// Runs `work` (a training or sampling step) on the kernels' thread pool when `device` is the
 /// CPU, and waits for it; on other devices runs it here. From inside the pool each kernel's loop
 /// starts on the calling thread instead of waking it from outside: natively, steps alternated

@@ -67,6 +67,24 @@ pub fn fold_chunks<A: Send>(
     }
 }
 
+/// `work(0)` … `work(count − 1)` as tasks that the pool's threads take as they come free (one
+/// after another without threads), results in task order.
+pub fn tasks<R: Send>(count: usize, work: impl Fn(usize) -> R + Send + Sync) -> Vec<R> {
+    #[cfg(threads)]
+    {
+        use rayon::prelude::*;
+        (0..count)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(work)
+            .collect()
+    }
+    #[cfg(not(threads))]
+    {
+        (0..count).map(work).collect()
+    }
+}
+
 /// Runs `work` on one of the pool's threads and waits for it (here, without threads). A loop
 /// started outside the pool is handed to it while the caller sleeps until it is done; started
 /// inside, the calling thread takes its own share. A U-Net step runs dozens of such loops.

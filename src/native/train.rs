@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{Checkpoint, CheckpointError, TrainState};
 use super::{chart, images};
-use crate::data::{Mnist, to_pixels};
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, Mnist, to_pixels};
 use crate::kernels;
 use crate::model::{UNet, UNetConfig};
 use crate::pipeline::{DEFAULT_GUIDANCE, Digits, GenerationRequest};
@@ -217,6 +217,21 @@ pub struct Trainer {
     last_checkpoint: Option<u64>,
 }
 
+/// Images below which a training step's shard is not worth its own pass.
+const MIN_SHARD_IMAGES: usize = 4;
+
+/// How many shards a training step cuts its batch into: two on the CPU with several threads
+/// (natively: 2-core machine, batch 64, the two shards at once trained 10–15% more images per
+/// second than the whole batch with every kernel loop split over both threads), else one. Two
+/// whatever the thread count: more threads share each shard's loops.
+fn shards_for(device: &Device, batch: usize) -> usize {
+    if *device == Device::flex() && kernels::threads() > 1 && batch >= 2 * MIN_SHARD_IMAGES {
+        2
+    } else {
+        1
+    }
+}
+
 impl Trainer {
     /// A fresh run on `device` (a plain device; autodiff is added here).
     pub fn new(config: TrainConfig, device: &Device) -> Result<Self, TrainError> {
@@ -361,24 +376,60 @@ impl Trainer {
         let config = &self.state.config;
         let autodiff = self.device.clone().autodiff();
         let batch = indices.len();
-        let (x0, labels) = data.batch(indices, &autodiff);
+        // The batch's randomness, drawn in one order whatever the shards.
         let rng = &mut self.state.rng;
         let timesteps: Vec<usize> = (0..batch).map(|_| rng.below(self.schedule.len())).collect();
-        let labels: Vec<Option<usize>> = labels
-            .into_iter()
-            .map(|label| (rng.uniform() >= config.label_dropout).then_some(label))
+        let keep_label: Vec<bool> = (0..batch)
+            .map(|_| rng.uniform() >= config.label_dropout)
             .collect();
-        let noise = rng.normal_tensor(x0.dims(), &autodiff);
+        let noise = rng.normals(batch * IMAGE_PIXELS);
 
-        let target = self.schedule.target(x0.clone(), noise.clone());
-        let noisy = self.schedule.add_noise(x0, noise, &timesteps);
-        let predicted = self.model.forward(noisy, &timesteps, &labels);
-        let loss = (predicted - target).square().mean();
-        let loss_value: f32 = loss.clone().into_scalar();
+        // Each shard runs on its own fork of the model (the same weights, new autodiff leaves),
+        // so the shards' graphs are independent and can run at once; their gradients add up to
+        // the whole batch's, since each shard's loss is its part of the batch mean.
+        let shards = shards_for(&self.device, batch);
+        let per_shard = batch.div_ceil(shards);
+        let (model, schedule) = (&self.model, &self.schedule);
+        let shard_step = |shard: usize| {
+            let range = shard * per_shard..((shard + 1) * per_shard).min(batch);
+            let images = range.len();
+            let (x0, labels) = data.batch(&indices[range.clone()], &autodiff);
+            let labels: Vec<Option<usize>> = labels
+                .into_iter()
+                .zip(&keep_label[range.clone()])
+                .map(|(label, &keep)| keep.then_some(label))
+                .collect();
+            let noise = Tensor::<4>::from_data(
+                TensorData::new(
+                    noise[range.start * IMAGE_PIXELS..range.end * IMAGE_PIXELS].to_vec(),
+                    [images, 1, IMAGE_SIDE, IMAGE_SIDE],
+                ),
+                &autodiff,
+            );
+            let replica = model.clone().fork(&autodiff);
+            let target = schedule.target(x0.clone(), noise.clone());
+            let timesteps = &timesteps[range];
+            let noisy = schedule.add_noise(x0, noise, timesteps);
+            let predicted = replica.forward(noisy, timesteps, &labels);
+            let loss = (predicted - target).square().sum() / (batch * IMAGE_PIXELS) as f32;
+            let loss_value: f32 = loss.clone().into_scalar();
+            let grads = GradientsParams::from_grads(loss.backward(), &replica);
+            (loss_value, grads)
+        };
+        let results = if shards == 1 {
+            vec![shard_step(0)]
+        } else {
+            kernels::concurrently(shards, shard_step)
+        };
+        let mut loss_value = 0.0;
+        let mut summed = GradientsAccumulator::<UNet>::new();
+        for (loss, grads) in results {
+            loss_value += loss;
+            summed.accumulate(&self.model, grads);
+        }
 
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         let lr = learning_rate(config, self.state.step);
-        self.model = self.optimizer.step(lr, self.model.clone(), grads);
+        self.model = self.optimizer.step(lr, self.model.clone(), summed.grads());
         self.state.step += 1;
         self.update_ema();
         loss_value
