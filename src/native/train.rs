@@ -220,10 +220,15 @@ pub struct Trainer {
 /// Images below which a training step's shard is not worth its own pass.
 const MIN_SHARD_IMAGES: usize = 4;
 
-/// How many shards a training step cuts its batch into: two on the CPU with several threads
-/// (natively: 2-core machine, batch 64, the two shards at once trained 10–15% more images per
-/// second than the whole batch with every kernel loop split over both threads), else one. Two
-/// whatever the thread count: more threads share each shard's loops.
+/// How many shards a training step cuts its batch into: two on the CPU with several threads,
+/// else one. Two whatever the thread count: more threads share each shard's loops.
+///
+/// With the whole batch in one graph, every kernel loop is split over the threads and they meet
+/// at its end, and burn-flex's element-wise ops, the concatenations and AdamW run on one thread
+/// while the others wait: on a 2-core machine the second thread idled 11% of a step (`perf`),
+/// and two threads trained only 1.45–1.7× as fast as one. The two shards keep both busy: batch
+/// 64, six rounds alternated with the unsharded binary, 89–115 against 84–103 images/s, 0.97–1.28×
+/// and 1.12× in the median round.
 fn shards_for(device: &Device, batch: usize) -> usize {
     if *device == Device::flex() && kernels::threads() > 1 && batch >= 2 * MIN_SHARD_IMAGES {
         2
