@@ -227,8 +227,8 @@ const MIN_SHARD_IMAGES: usize = 4;
 /// at its end, and burn-flex's element-wise ops, the concatenations and AdamW run on one thread
 /// while the others wait: on a 2-core machine the second thread idled 11% of a step (`perf`),
 /// and two threads trained only 1.45–1.7× as fast as one. The two shards keep both busy: batch
-/// 64, six rounds alternated with the unsharded binary, 89–115 against 84–103 images/s, 0.97–1.28×
-/// and 1.12× in the median round.
+/// 64, nine rounds alternated with the unsharded binary, 89–115 against 84–103 images/s, 0.97–1.28×
+/// and 1.14× in the median round.
 fn shards_for(device: &Device, batch: usize) -> usize {
     if *device == Device::flex() && kernels::threads() > 1 && batch >= 2 * MIN_SHARD_IMAGES {
         2
