@@ -159,8 +159,9 @@ pub fn noised(schedule: &NoiseSchedule, image: Tensor<4>, seed: u64, t: usize) -
 
 /// Autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself")
 /// of unconditional samples: a worse model of the same noise (fewer training steps, or a smaller
-/// network; see [`crate::weights::check_guide`]) whose errors every step steers away from, ε = (1 + w) ε_model − w ε_guide. Samples with a label
-/// have classifier-free guidance instead, and ignore it.
+/// network; see [`crate::weights::check_guide`]) whose errors every step steers away from,
+/// ε = (1 + w) ε_model − w ε_guide. Samples with a label have classifier-free guidance instead,
+/// and ignore it.
 pub struct Autoguide<'a> {
     pub model: &'a UNet,
     pub weight: f32,

@@ -7,13 +7,18 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn gendi(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gendi"))
+/// `gendi ARGS` as the tests run it: from the crate's root, with the test MNIST.
+fn gendi_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gendi"));
+    command
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("GENDI_DATA", common::mnist_dir())
-        .output()
-        .expect("gendi runs")
+        .env("GENDI_DATA", common::mnist_dir());
+    command
+}
+
+fn gendi(args: &[&str]) -> Output {
+    gendi_command(args).output().expect("gendi runs")
 }
 
 const CLASSIFIER: &str = "tests/fixtures/classifier.bpk";
@@ -207,19 +212,18 @@ fn sample_autoguide_takes_a_model_of_the_same_noise_only() {
 
 #[test]
 fn bench_reports_the_threads_its_kernels_ran_on() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gendi"))
-        .args([
-            "bench",
-            "--train-steps",
-            "1",
-            "--train-batch",
-            "4",
-            "--sample-steps",
-            "1",
-        ])
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("gendi runs");
+    let out = gendi_command(&[
+        "bench",
+        "--train-steps",
+        "1",
+        "--train-batch",
+        "4",
+        "--sample-steps",
+        "1",
+    ])
+    .env("RAYON_NUM_THREADS", "1")
+    .output()
+    .expect("gendi runs");
     assert!(
         out.status.success(),
         "{}",

@@ -68,21 +68,19 @@ pub fn fold_chunks<A: Send>(
 }
 
 /// `work(0)` … `work(count − 1)` as tasks that the pool's threads take as they come free (one
-/// after another without threads), results in task order.
+/// after another without threads), results in task order. A single task runs here, without the
+/// pool (so also on a thread that drives a GPU).
 pub fn tasks<R: Send>(count: usize, work: impl Fn(usize) -> R + Send + Sync) -> Vec<R> {
     #[cfg(threads)]
-    {
+    if count > 1 {
         use rayon::prelude::*;
-        (0..count)
+        return (0..count)
             .into_par_iter()
             .with_max_len(1)
             .map(work)
-            .collect()
+            .collect();
     }
-    #[cfg(not(threads))]
-    {
-        (0..count).map(work).collect()
-    }
+    (0..count).map(work).collect()
 }
 
 /// Runs `work` on one of the pool's threads and waits for it (here, without threads). A loop

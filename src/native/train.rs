@@ -217,7 +217,8 @@ pub struct Trainer {
     last_checkpoint: Option<u64>,
 }
 
-/// Images below which a training step's shard is not worth its own pass.
+/// Images a training step's shard holds at least: low enough that the tests' batches of 8 run
+/// sharded too (the kill-and-resume test included).
 const MIN_SHARD_IMAGES: usize = 4;
 
 /// How many shards a training step cuts its batch into: two on the CPU with several threads,
@@ -394,7 +395,6 @@ impl Trainer {
         // the whole batch's, since each shard's loss is its part of the batch mean.
         let shards = shards_for(&self.device, batch);
         let per_shard = batch.div_ceil(shards);
-        let (model, schedule) = (&self.model, &self.schedule);
         let shard_step = |shard: usize| {
             let range = shard * per_shard..((shard + 1) * per_shard).min(batch);
             let images = range.len();
@@ -411,24 +411,19 @@ impl Trainer {
                 ),
                 &autodiff,
             );
-            let replica = model.clone().fork(&autodiff);
-            let target = schedule.target(x0.clone(), noise.clone());
+            let replica = self.model.clone().fork(&autodiff);
+            let target = self.schedule.target(x0.clone(), noise.clone());
             let timesteps = &timesteps[range];
-            let noisy = schedule.add_noise(x0, noise, timesteps);
+            let noisy = self.schedule.add_noise(x0, noise, timesteps);
             let predicted = replica.forward(noisy, timesteps, &labels);
             let loss = (predicted - target).square().sum() / (batch * IMAGE_PIXELS) as f32;
             let loss_value: f32 = loss.clone().into_scalar();
             let grads = GradientsParams::from_grads(loss.backward(), &replica);
             (loss_value, grads)
         };
-        let results = if shards == 1 {
-            vec![shard_step(0)]
-        } else {
-            kernels::concurrently(shards, shard_step)
-        };
         let mut loss_value = 0.0;
         let mut summed = GradientsAccumulator::<UNet>::new();
-        for (loss, grads) in results {
+        for (loss, grads) in kernels::concurrently(shards, shard_step) {
             loss_value += loss;
             summed.accumulate(&self.model, grads);
         }
