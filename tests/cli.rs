@@ -1,6 +1,6 @@
 //! The commands added for the explorer and the samplers, run as a user runs them: `gendi eval
-//! --compare`, `gendi classify`, `gendi sample --gif` and `--autoguide`, with the shipped weights
-//! and real MNIST; and `gendi bench`.
+//! --compare` and `--cross-check`, `gendi classify`, `gendi sample --gif` and `--autoguide`,
+//! with the shipped weights and real MNIST; and `gendi bench`.
 
 mod common;
 
@@ -66,6 +66,95 @@ fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"x\" is not a step count"));
+}
+
+const CROSS_CHECK: &str = "tests/fixtures/cross-check.bpk";
+
+#[test]
+fn eval_cross_check_scores_the_same_images_with_a_second_classifier() {
+    let scratch = common::scratch_dir("cli-cross-check");
+    let json = scratch.path().join("report.json");
+    let out = gendi(&[
+        "eval",
+        "--count",
+        "20",
+        "--batch",
+        "20",
+        "--steps",
+        "2",
+        "--classifier",
+        CLASSIFIER,
+        "--cross-check",
+        CROSS_CHECK,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("cross-check: the same images scored by"),
+        "{table}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let check = &report["cross_check"];
+    assert!(
+        check["classifier_test_accuracy"].as_f64().unwrap() > 0.99,
+        "{check}"
+    );
+    for set in [
+        "generated_unconditional",
+        "generated_per_digit",
+        "real_training_images",
+    ] {
+        assert_eq!(check[set]["images"], report[set]["images"], "{set}");
+        // Another network's features: the same images, other distances.
+        assert_ne!(
+            check[set]["frechet_distance"], report[set]["frechet_distance"],
+            "{set}"
+        );
+    }
+    // Real digits are read as labelled by both.
+    assert!(
+        check["real_training_images"]["label_accuracy"]
+            .as_f64()
+            .unwrap()
+            >= 0.95
+    );
+
+    let plain = gendi(&[
+        "eval",
+        "--count",
+        "20",
+        "--batch",
+        "20",
+        "--steps",
+        "2",
+        "--classifier",
+        CLASSIFIER,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(plain.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["cross_check"].is_null());
+
+    let both = gendi(&[
+        "eval",
+        "--count",
+        "20",
+        "--classifier",
+        CLASSIFIER,
+        "--cross-check",
+        CROSS_CHECK,
+        "--compare",
+        "ddim:2",
+    ]);
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("leave out --compare"));
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use gendi::native::classifier;
+use gendi::native::classifier::{self, DigitClassifier};
 use gendi::native::export::load_exported;
 use gendi::native::generate_images;
 use gendi::pipeline::{DEFAULT_GUIDANCE, Digits, GenerationRequest};

@@ -1,12 +1,14 @@
 //! `gendi eval`: the reference report's measurements.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::{AutoguideArgs, GenerateArgs, GuidanceArgs, Guide, SamplerArg, progress};
 use gendi::data::{self, DIGITS, Mnist, Split};
-use gendi::native::classifier::Classifier;
+use gendi::native::classifier::{
+    self, Classifier, CrossCheck, DigitClassifier, FEATURES, images_of,
+};
 use gendi::native::eval::FeatureStats;
 use gendi::native::eval::SetReport;
 use gendi::pipeline::{Digits, GenerationRequest};
@@ -30,9 +32,14 @@ pub struct EvalArgs {
     /// The classifier's weights; trained (fixed seed) and saved there if missing.
     #[arg(long, default_value = "runs/classifier.bpk")]
     classifier: PathBuf,
-    /// Epochs when training the classifier.
+    /// Epochs when training the classifier (and the cross-check's).
     #[arg(long, default_value_t = 5)]
     classifier_epochs: usize,
+    /// A second classifier, built differently (5×5 convolutions with max-pooling, seed 1), that
+    /// scores the same images again: the report adds its figures beside the first's, so that a
+    /// number that holds for one network only shows. Trained and saved there if missing.
+    #[arg(long, value_name = "PATH")]
+    cross_check: Option<PathBuf>,
     /// Compare samplers instead of one full report: a comma-separated list of SAMPLER[:STEPS]
     /// (e.g. `dpm-solver:10,dpm-solver:20,ddim:50`), each scored on the same seeds, one table row
     /// each with the time per image.
@@ -52,76 +59,39 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<(), String> {
-    use gendi::native::classifier::{self, FEATURES, images_of};
-    use gendi::native::eval::{FeatureStats, accuracy};
-
     if args.count < 20 {
         return Err("--count must be at least 20 (10 digits × 2 for the statistics)".into());
+    }
+    if args.cross_check.is_some() && !args.compare.is_empty() {
+        return Err("--cross-check scores one full report: leave out --compare".into());
     }
     let device = args.model.device.device.device()?;
     let dir = args.data.clone().unwrap_or_else(data::default_data_dir);
     let train = Mnist::load(&dir, Split::Train).map_err(|e| e.to_string())?;
     let test = Mnist::load(&dir, Split::Test).map_err(|e| e.to_string())?;
 
-    let cpu = burn::tensor::Device::flex();
-    let classifier = if args.classifier.exists() {
-        classifier::load(&args.classifier, &cpu)?
-    } else {
-        eprintln!(
-            "training the evaluation classifier ({} epochs, seed 0) → {}",
-            args.classifier_epochs,
-            args.classifier.display()
-        );
-        let bar = progress(0, "classifier");
-        let model = classifier::train(
-            &train,
-            args.classifier_epochs,
-            0,
-            &cpu,
-            |step, total, loss| {
-                bar.set_length(total as u64);
-                bar.set_position(step as u64);
-                bar.set_message(format!("loss {loss:.4}"));
-            },
-        );
-        bar.finish_and_clear();
-        classifier::save(&model, &args.classifier)?;
-        model
-    };
-    let all_test: Vec<usize> = (0..test.len()).collect();
-    let test_scores = classifier.score(&images_of(&test, &all_test), &cpu);
-    let test_labels: Vec<usize> = test.labels().iter().map(|&l| l as usize).collect();
-    let test_accuracy = accuracy(&test_scores.predictions, &test_labels);
-    if test_accuracy < 0.99 {
-        eprintln!(
-            "warning: the classifier scores {:.2}% on the test set, under the 99% the scores assume; \
-             delete {} and train it again with more --classifier-epochs",
-            100.0 * test_accuracy,
-            args.classifier.display()
-        );
-    }
-    let reference = FeatureStats::new(&test_scores.features, FEATURES);
-
     let mut rng = NoiseRng::new(args.seed);
     let real_indices: Vec<usize> =
         rng.permutation(train.len())[..args.count.min(train.len())].to_vec();
-    let real_labels: Vec<usize> = real_indices
-        .iter()
-        .map(|&i| train.label(i) as usize)
-        .collect();
-    let real = SetReport::new(
-        &classifier.score(&images_of(&train, &real_indices), &cpu),
-        &reference,
-        Some(&real_labels),
-    );
+    let sets = RealSets {
+        train: &train,
+        test: &test,
+        real_indices: &real_indices,
+    };
+    let judge = Judge::<Classifier>::new(&args.classifier, 0, &args, &sets)?;
+    let check = match &args.cross_check {
+        Some(path) => Some(Judge::<CrossCheck>::new(path, 1, &args, &sets)?),
+        None => None,
+    };
+    let real = &judge.real;
 
     let (model, config, schedule) = args.model.source.load(&device)?;
     let guide = args.autoguide.load(&config, &schedule, &device)?;
     let setup = Setup {
         args: &args,
         model: &model,
-        classifier: &classifier,
-        reference: &reference,
+        judge: &judge,
+        check: check.as_ref(),
         schedule: NoiseSchedule::new(schedule),
         conditional: config.num_classes > 0,
         guide: guide.as_ref(),
@@ -129,7 +99,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     };
     println!(
         "classifier test accuracy: {:.2}% (10,000 test images)",
-        100.0 * test_accuracy
+        100.0 * judge.test_accuracy
     );
     if args.count < 1000 {
         println!(
@@ -138,7 +108,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         );
     }
     if !args.compare.is_empty() {
-        return compare(&setup, &real);
+        return compare(&setup, real);
     }
 
     let kind = args.model.sampler.kind(setup.schedule.objective());
@@ -164,11 +134,34 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
     print_table(
         &scored.unconditional,
         scored.guided.as_ref(),
-        &real,
+        real,
         bar_check,
     );
+    let cross_check = match (&check, &scored.check) {
+        (Some(check), Some(checked)) => {
+            println!();
+            println!(
+                "cross-check: the same images scored by {} ({:.2}% on the 10,000 test images)",
+                args.cross_check.as_ref().expect("given").display(),
+                100.0 * check.test_accuracy
+            );
+            print_table(
+                &checked.unconditional,
+                checked.guided.as_ref(),
+                &check.real,
+                bar_check,
+            );
+            Some(serde_json::json!({
+                "classifier_test_accuracy": check.test_accuracy,
+                "generated_unconditional": checked.unconditional,
+                "generated_per_digit": checked.guided,
+                "real_training_images": check.real,
+            }))
+        }
+        _ => None,
+    };
     let report = serde_json::json!({
-        "classifier_test_accuracy": test_accuracy,
+        "classifier_test_accuracy": judge.test_accuracy,
         "sampler": kind,
         "guidance": args.guidance.json(),
         "autoguidance": setup.guide.map(Guide::json),
@@ -177,6 +170,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         "generated_unconditional": scored.unconditional,
         "generated_per_digit": scored.guided,
         "real_training_images": real,
+        "cross_check": cross_check,
     });
     write_json(&args, &report)
 }
@@ -210,8 +204,9 @@ fn parse_compared(text: &str) -> Result<(SamplerArg, Option<usize>), String> {
 struct Setup<'a> {
     args: &'a EvalArgs,
     model: &'a gendi::model::UNet,
-    classifier: &'a Classifier,
-    reference: &'a FeatureStats,
+    judge: &'a Judge<Classifier>,
+    /// `--cross-check`'s classifier, scoring the same images.
+    check: Option<&'a Judge<CrossCheck>>,
     schedule: NoiseSchedule,
     conditional: bool,
     /// Steers the unconditional set (`--autoguide`).
@@ -228,6 +223,14 @@ struct Scored {
     steps: usize,
     /// Wall time per unconditional image.
     ms_per_image: f64,
+    /// The same images as `--cross-check`'s classifier scores them.
+    check: Option<Reports>,
+}
+
+/// One classifier's reports on a sampler's images.
+struct Reports {
+    unconditional: SetReport,
+    guided: Option<SetReport>,
 }
 
 impl Setup<'_> {
@@ -236,7 +239,6 @@ impl Setup<'_> {
     fn evaluate(&self, kind: SamplerKind) -> Result<Scored, String> {
         use gendi::native::generate_images;
         let args = self.args;
-        let cpu = burn::tensor::Device::flex();
         let sampler = Sampler::new(self.schedule.clone(), kind).map_err(|e| e.to_string())?;
         let steps = sampler.total_steps();
         let per_digit = args.count / DIGITS;
@@ -259,10 +261,6 @@ impl Setup<'_> {
             || bar.inc(1),
         )?;
         let ms_per_image = started.elapsed().as_secs_f64() * 1000.0 / args.count as f64;
-        let score = |images: &[f32], labels: Option<&[usize]>| {
-            SetReport::new(&self.classifier.score(images, &cpu), self.reference, labels)
-        };
-        let unconditional = score(&unconditional, None);
         let guided = if self.conditional {
             let mut images = Vec::new();
             let mut labels = Vec::new();
@@ -279,17 +277,116 @@ impl Setup<'_> {
                 )?);
                 labels.extend(std::iter::repeat_n(digit, per_digit));
             }
-            Some(score(&images, Some(&labels)))
+            Some((images, labels))
         } else {
             None
         };
         bar.finish_and_clear();
+        let main = self.judge.reports(&unconditional, guided.as_ref());
         Ok(Scored {
-            unconditional,
-            guided,
+            unconditional: main.unconditional,
+            guided: main.guided,
             steps,
             ms_per_image,
+            check: self
+                .check
+                .map(|check| check.reports(&unconditional, guided.as_ref())),
         })
+    }
+}
+
+/// The training and test images the judges are built on and compared with.
+struct RealSets<'a> {
+    train: &'a Mnist,
+    test: &'a Mnist,
+    /// The real training images of the floor, drawn from the seed.
+    real_indices: &'a [usize],
+}
+
+/// A classifier and what the reports compare generated images with: its features of the test
+/// set (the Fréchet distance's reference) and its scores of real training images (the floor).
+struct Judge<M> {
+    classifier: M,
+    reference: FeatureStats,
+    test_accuracy: f64,
+    real: SetReport,
+}
+
+impl<M: DigitClassifier> Judge<M> {
+    /// Loads the classifier at `path`, or trains it (with `seed`) and saves it there.
+    fn new(path: &Path, seed: u64, args: &EvalArgs, sets: &RealSets) -> Result<Self, String> {
+        use gendi::native::eval::accuracy;
+        let cpu = burn::tensor::Device::flex();
+        let classifier: M = if path.exists() {
+            classifier::load(path, &cpu)?
+        } else {
+            eprintln!(
+                "training an evaluation classifier ({} epochs, seed {seed}) → {}",
+                args.classifier_epochs,
+                path.display()
+            );
+            let bar = progress(0, "classifier");
+            let model = classifier::train(
+                sets.train,
+                args.classifier_epochs,
+                seed,
+                &cpu,
+                |step, total, loss| {
+                    bar.set_length(total as u64);
+                    bar.set_position(step as u64);
+                    bar.set_message(format!("loss {loss:.4}"));
+                },
+            );
+            bar.finish_and_clear();
+            classifier::save(&model, path)?;
+            model
+        };
+        let all_test: Vec<usize> = (0..sets.test.len()).collect();
+        let test_scores = classifier.score(&images_of(sets.test, &all_test), &cpu);
+        let test_labels: Vec<usize> = sets.test.labels().iter().map(|&l| l as usize).collect();
+        let test_accuracy = accuracy(&test_scores.predictions, &test_labels);
+        if test_accuracy < 0.99 {
+            eprintln!(
+                "warning: the classifier {} scores {:.2}% on the test set, under the 99% the \
+                 scores assume; delete it and train it again with more --classifier-epochs",
+                path.display(),
+                100.0 * test_accuracy,
+            );
+        }
+        let reference = FeatureStats::new(&test_scores.features, FEATURES);
+        let real_labels: Vec<usize> = sets
+            .real_indices
+            .iter()
+            .map(|&i| sets.train.label(i) as usize)
+            .collect();
+        let real = SetReport::new(
+            &classifier.score(&images_of(sets.train, sets.real_indices), &cpu),
+            &reference,
+            Some(&real_labels),
+        );
+        Ok(Self {
+            classifier,
+            reference,
+            test_accuracy,
+            real,
+        })
+    }
+
+    /// The reports on a sampler's unconditional images and on its per-digit ones (with the
+    /// digits they were asked for).
+    fn reports(&self, unconditional: &[f32], guided: Option<&(Vec<f32>, Vec<usize>)>) -> Reports {
+        let cpu = burn::tensor::Device::flex();
+        let report = |images: &[f32], labels: Option<&[usize]>| {
+            SetReport::new(
+                &self.classifier.score(images, &cpu),
+                &self.reference,
+                labels,
+            )
+        };
+        Reports {
+            unconditional: report(unconditional, None),
+            guided: guided.map(|(images, labels)| report(images, Some(labels))),
+        }
     }
 }
 
@@ -437,7 +534,7 @@ pub fn classify(args: ClassifyArgs) -> Result<(), String> {
     use gendi::data::normalize_to_neg_one_to_one;
     use gendi::native::images::Gray;
     let cpu = burn::tensor::Device::flex();
-    let classifier = gendi::native::classifier::load(&args.classifier, &cpu)?;
+    let classifier: Classifier = classifier::load(&args.classifier, &cpu)?;
     for path in &args.images {
         let image = Gray::load(path)?;
         if (image.width, image.height) != (28, 28) {
