@@ -35,9 +35,9 @@ pub struct EvalArgs {
     /// Epochs when training the classifier (and the cross-check's).
     #[arg(long, default_value_t = 5)]
     classifier_epochs: usize,
-    /// A second classifier, built differently (5×5 convolutions with max-pooling, seed 1), that
-    /// scores the same images again: the report adds its figures beside the first's, so that a
-    /// number that holds for one network only shows. Trained and saved there if missing.
+    /// A second classifier, built another way (two 5×5 convolutions with max-pooling, seed 1),
+    /// that scores the same images again; its figures follow the first's, so that a score only
+    /// one network gives stands out. Trained and saved there if missing.
     #[arg(long, value_name = "PATH")]
     cross_check: Option<PathBuf>,
     /// Compare samplers instead of one full report: a comma-separated list of SAMPLER[:STEPS]
