@@ -22,12 +22,11 @@ fn gendi(args: &[&str]) -> Output {
 }
 
 const CLASSIFIER: &str = "tests/fixtures/classifier.bpk";
+const CROSS_CHECK: &str = "tests/fixtures/cross-check.bpk";
 
-#[test]
-fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
-    let scratch = common::scratch_dir("cli-compare");
-    let json = scratch.path().join("compare.json");
-    let out = gendi(&[
+/// `gendi eval` on 20 images per set, in one batch, scored by the fixture classifier; then `args`.
+fn eval(args: &[&str]) -> Output {
+    let mut all = vec![
         "eval",
         "--count",
         "20",
@@ -35,71 +34,69 @@ fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
         "20",
         "--classifier",
         CLASSIFIER,
-        "--compare",
-        "dpm-solver:2,ddim:2",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    ];
+    all.extend_from_slice(args);
+    gendi(&all)
+}
+
+/// What a command that must succeed printed; its errors if it failed.
+fn success(out: &Output) -> String {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let table = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A JSON file a command wrote.
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
+    let scratch = common::scratch_dir("cli-compare");
+    let json = scratch.path().join("compare.json");
+    let out = eval(&[
+        "--compare",
+        "dpm-solver:2,ddim:2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let table = success(&out);
     assert!(table.contains("DPM-Solver++(2M) 2"), "{table}");
     assert!(table.contains("DDIM 2 (η 0)"), "{table}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = read_json(&json);
     let rows = report["samplers"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["sampler"]["kind"], "dpm-solver");
     assert_eq!(rows[1]["model_evaluations"], 2);
     assert_eq!(rows[0]["generated_unconditional"]["images"], 20);
 
-    let bad = gendi(&[
-        "eval",
-        "--count",
-        "20",
-        "--classifier",
-        CLASSIFIER,
-        "--compare",
-        "dpm-solver:x",
-    ]);
+    let bad = eval(&["--compare", "dpm-solver:x"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"x\" is not a step count"));
 }
-
-const CROSS_CHECK: &str = "tests/fixtures/cross-check.bpk";
 
 #[test]
 fn eval_cross_check_scores_the_same_images_with_a_second_classifier() {
     let scratch = common::scratch_dir("cli-cross-check");
     let json = scratch.path().join("report.json");
-    let out = gendi(&[
-        "eval",
-        "--count",
-        "20",
-        "--batch",
-        "20",
+    let out = eval(&[
         "--steps",
         "2",
-        "--classifier",
-        CLASSIFIER,
         "--cross-check",
         CROSS_CHECK,
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = success(&out);
     assert!(
         table.contains("cross-check: the same images scored by"),
         "{table}"
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = read_json(&json);
     let check = &report["cross_check"];
     assert!(
         check["classifier_test_accuracy"].as_f64().unwrap() > 0.99,
@@ -125,34 +122,12 @@ fn eval_cross_check_scores_the_same_images_with_a_second_classifier() {
             >= 0.95
     );
 
-    let plain = gendi(&[
-        "eval",
-        "--count",
-        "20",
-        "--batch",
-        "20",
-        "--steps",
-        "2",
-        "--classifier",
-        CLASSIFIER,
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let plain = eval(&["--steps", "2", "--json", json.to_str().unwrap()]);
     assert!(plain.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = read_json(&json);
     assert!(report["cross_check"].is_null());
 
-    let both = gendi(&[
-        "eval",
-        "--count",
-        "20",
-        "--classifier",
-        CLASSIFIER,
-        "--cross-check",
-        CROSS_CHECK,
-        "--compare",
-        "ddim:2",
-    ]);
+    let both = eval(&["--cross-check", CROSS_CHECK, "--compare", "ddim:2"]);
     assert!(!both.status.success());
     assert!(String::from_utf8_lossy(&both.stderr).contains("leave out --compare"));
 }
