@@ -46,6 +46,14 @@ pub enum Tiling {
 /// batch 16 against 226–233.
 const MIN_COLUMNS: usize = if cfg!(target_family = "wasm") { 0 } else { 256 };
 
+/// The columns F(4×4) needs even where [`MIN_COLUMNS`] asks for none (wasm): fewer than the 12
+/// rows of `gemm`'s SIMD128 kernel, and its GEMMs run on the 4-row edge kernel alone, each call
+/// a tiny product with its own packing. At batch 1 the 7×7 level has 4 tiles per image; with
+/// F(2×2) there (16), `pkg-cpu/` in node ran a step in 19.4–20.1 ms against 21.0–22.5 (median of
+/// 57 steps, three alternated runs; best steps 18.5–18.7 against 20.5–21.0), and batch 16, which
+/// keeps F(4×4) (32 columns a GEMM at 7×7), in the same time. F(2×2) at every level was slower.
+const MIN_F4X4_COLUMNS: usize = 16;
+
 /// F(4×4) only where it transforms at most this fraction of F(2×2)'s values: 0.5625 where the
 /// side is a multiple of 4 or is 7, but 0.73 at 14×14, whose last tiles are half empty. There,
 /// at batch 64, its backward took 10.3–10.4 ms against 7.8–9.2 for F(2×2) (64 → 64 channels,
@@ -53,19 +61,21 @@ const MIN_COLUMNS: usize = if cfg!(target_family = "wasm") { 0 } else { 256 };
 const MAX_F4X4_VALUES: f64 = 0.6;
 
 impl Tiling {
-    /// F(4×4) where its GEMMs have [`MIN_COLUMNS`] and it saves enough ([`MAX_F4X4_VALUES`]),
-    /// else F(2×2) where its GEMMs have [`MIN_COLUMNS`], else none (im2col). Decided on the
-    /// batch, not on the groups the threads get, so that any number of threads takes the same
-    /// path and gives the same bits.
+    /// F(4×4) where its GEMMs have [`MIN_COLUMNS`] and [`MIN_F4X4_COLUMNS`] and it saves enough
+    /// ([`MAX_F4X4_VALUES`]), else F(2×2) where its GEMMs have [`MIN_COLUMNS`], else none
+    /// (im2col). Decided on the batch, not on the groups the threads get, so that any number of
+    /// threads takes the same path and gives the same bits.
     pub fn for_shape(shape: &Conv2dShape) -> Option<Self> {
         let values = |tiling: Self| (tiling.tiles(shape) * tiling.positions()) as f64;
-        let wide = |tiling: Self| {
+        let wide = |tiling: Self, min_columns: usize| {
             let tiles = tiling.tiles(shape);
-            GEMM_COLUMNS.div_ceil(tiles.max(1)).min(shape.batch) * tiles >= MIN_COLUMNS
+            GEMM_COLUMNS.div_ceil(tiles.max(1)).min(shape.batch) * tiles >= min_columns
         };
-        if wide(Self::F4x4) && values(Self::F4x4) <= MAX_F4X4_VALUES * values(Self::F2x2) {
+        if wide(Self::F4x4, MIN_COLUMNS.max(MIN_F4X4_COLUMNS))
+            && values(Self::F4x4) <= MAX_F4X4_VALUES * values(Self::F2x2)
+        {
             Some(Self::F4x4)
-        } else if wide(Self::F2x2) {
+        } else if wide(Self::F2x2, MIN_COLUMNS) {
             Some(Self::F2x2)
         } else {
             None
