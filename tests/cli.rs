@@ -39,35 +39,27 @@ fn eval(args: &[&str]) -> Output {
     gendi(&all)
 }
 
-/// What a command that must succeed printed; its errors if it failed.
-fn success(out: &Output) -> String {
+/// [`eval`] with `--json` into `dir`, which must succeed: what it printed, and its JSON report.
+fn eval_report(dir: &Path, args: &[&str]) -> (String, serde_json::Value) {
+    let json = dir.join("report.json");
+    let mut all = args.to_vec();
+    all.extend(["--json", json.to_str().unwrap()]);
+    let out = eval(&all);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A JSON file a command wrote.
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), report)
 }
 
 #[test]
 fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
     let scratch = common::scratch_dir("cli-compare");
-    let json = scratch.path().join("compare.json");
-    let out = eval(&[
-        "--compare",
-        "dpm-solver:2,ddim:2",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let table = success(&out);
+    let (table, report) = eval_report(scratch.path(), &["--compare", "dpm-solver:2,ddim:2"]);
     assert!(table.contains("DPM-Solver++(2M) 2"), "{table}");
     assert!(table.contains("DDIM 2 (η 0)"), "{table}");
-    let report = read_json(&json);
     let rows = report["samplers"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["sampler"]["kind"], "dpm-solver");
@@ -82,21 +74,14 @@ fn eval_compare_scores_each_sampler_and_writes_one_json_row_each() {
 #[test]
 fn eval_cross_check_scores_the_same_images_with_a_second_classifier() {
     let scratch = common::scratch_dir("cli-cross-check");
-    let json = scratch.path().join("report.json");
-    let out = eval(&[
-        "--steps",
-        "2",
-        "--cross-check",
-        CROSS_CHECK,
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let table = success(&out);
+    let (table, report) = eval_report(
+        scratch.path(),
+        &["--steps", "2", "--cross-check", CROSS_CHECK],
+    );
     assert!(
         table.contains("cross-check: the same images scored by"),
         "{table}"
     );
-    let report = read_json(&json);
     let check = &report["cross_check"];
     assert!(
         check["classifier_test_accuracy"].as_f64().unwrap() > 0.99,
@@ -122,9 +107,7 @@ fn eval_cross_check_scores_the_same_images_with_a_second_classifier() {
             >= 0.95
     );
 
-    let plain = eval(&["--steps", "2", "--json", json.to_str().unwrap()]);
-    assert!(plain.status.success());
-    let report = read_json(&json);
+    let (_, report) = eval_report(scratch.path(), &["--steps", "2"]);
     assert!(report["cross_check"].is_null());
 
     let both = eval(&["--cross-check", CROSS_CHECK, "--compare", "ddim:2"]);

@@ -83,7 +83,6 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         Some(path) => Some(Judge::<CrossCheck>::new(path, 1, &args, &sets)?),
         None => None,
     };
-    let real = &judge.real;
 
     let (model, config, schedule) = args.model.source.load(&device)?;
     let guide = args.autoguide.load(&config, &schedule, &device)?;
@@ -108,7 +107,7 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         );
     }
     if !args.compare.is_empty() {
-        return compare(&setup, real);
+        return compare(&setup);
     }
 
     let kind = args.model.sampler.kind(setup.schedule.objective());
@@ -131,48 +130,38 @@ pub fn run(args: EvalArgs) -> Result<(), String> {
         );
     }
     println!();
-    print_table(
-        &scored.unconditional,
-        scored.guided.as_ref(),
-        real,
-        bar_check,
-    );
-    let cross_check = match (&check, &scored.check) {
-        (Some(check), Some(checked)) => {
+    judge.print_table(&scored.reports, bar_check);
+    let cross_check = check
+        .as_ref()
+        .zip(scored.check.as_ref())
+        .map(|(check, reports)| {
             println!();
             println!(
                 "cross-check: the same images scored by {} ({:.2}% on the 10,000 test images)",
-                args.cross_check.as_ref().expect("given").display(),
+                check.path.display(),
                 100.0 * check.test_accuracy
             );
-            print_table(
-                &checked.unconditional,
-                checked.guided.as_ref(),
-                &check.real,
-                bar_check,
-            );
-            Some(serde_json::json!({
-                "classifier_test_accuracy": check.test_accuracy,
-                "generated_unconditional": checked.unconditional,
-                "generated_per_digit": checked.guided,
-                "real_training_images": check.real,
-            }))
-        }
-        _ => None,
-    };
-    let report = serde_json::json!({
-        "classifier_test_accuracy": judge.test_accuracy,
+            check.print_table(reports, bar_check);
+            check.json(reports)
+        });
+    let mut report = judge.json(&scored.reports);
+    report.extend(fields(serde_json::json!({
         "sampler": kind,
         "guidance": args.guidance.json(),
         "autoguidance": setup.guide.map(Guide::json),
         "seed": args.seed,
         "ms_per_image": scored.ms_per_image,
-        "generated_unconditional": scored.unconditional,
-        "generated_per_digit": scored.guided,
-        "real_training_images": real,
         "cross_check": cross_check,
-    });
-    write_json(&args, &report)
+    })));
+    write_json(&args, &report.into())
+}
+
+/// The fields of a `json!({ … })` object.
+fn fields(object: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match object {
+        serde_json::Value::Object(fields) => fields,
+        _ => unreachable!("an object literal"),
+    }
 }
 
 fn write_json(args: &EvalArgs, report: &serde_json::Value) -> Result<(), String> {
@@ -216,20 +205,20 @@ struct Setup<'a> {
 
 /// One sampler's scores.
 struct Scored {
-    unconditional: SetReport,
-    /// Per-digit generation with guidance (conditional weights only).
-    guided: Option<SetReport>,
+    /// The classifier's reports.
+    reports: Reports,
+    /// The same images as `--cross-check`'s classifier scores them.
+    check: Option<Reports>,
     /// Model evaluations per image.
     steps: usize,
     /// Wall time per unconditional image.
     ms_per_image: f64,
-    /// The same images as `--cross-check`'s classifier scores them.
-    check: Option<Reports>,
 }
 
 /// One classifier's reports on a sampler's images.
 struct Reports {
     unconditional: SetReport,
+    /// Per-digit generation with guidance (conditional weights only).
     guided: Option<SetReport>,
 }
 
@@ -282,15 +271,13 @@ impl Setup<'_> {
             None
         };
         bar.finish_and_clear();
-        let main = self.judge.reports(&unconditional, guided.as_ref());
         Ok(Scored {
-            unconditional: main.unconditional,
-            guided: main.guided,
-            steps,
-            ms_per_image,
+            reports: self.judge.reports(&unconditional, guided.as_ref()),
             check: self
                 .check
                 .map(|check| check.reports(&unconditional, guided.as_ref())),
+            steps,
+            ms_per_image,
         })
     }
 }
@@ -306,6 +293,8 @@ struct RealSets<'a> {
 /// A classifier and what the reports compare generated images with: its features of the test
 /// set (the Fréchet distance's reference) and its scores of real training images (the floor).
 struct Judge<M> {
+    /// Where the classifier's weights are.
+    path: PathBuf,
     classifier: M,
     reference: FeatureStats,
     test_accuracy: f64,
@@ -365,6 +354,7 @@ impl<M: DigitClassifier> Judge<M> {
             Some(&real_labels),
         );
         Ok(Self {
+            path: path.to_path_buf(),
             classifier,
             reference,
             test_accuracy,
@@ -388,11 +378,31 @@ impl<M: DigitClassifier> Judge<M> {
             guided: guided.map(|(images, labels)| report(images, Some(labels))),
         }
     }
+
+    /// [`print_table`] of `reports` against this classifier's floor.
+    fn print_table(&self, reports: &Reports, bar: impl Fn(bool) -> &'static str) {
+        print_table(
+            &reports.unconditional,
+            reports.guided.as_ref(),
+            &self.real,
+            bar,
+        );
+    }
+
+    /// The JSON report's part that depends on the classifier.
+    fn json(&self, reports: &Reports) -> serde_json::Map<String, serde_json::Value> {
+        fields(serde_json::json!({
+            "classifier_test_accuracy": self.test_accuracy,
+            "generated_unconditional": reports.unconditional,
+            "generated_per_digit": reports.guided,
+            "real_training_images": self.real,
+        }))
+    }
 }
 
 /// `--compare`: one row per sampler.
-fn compare(setup: &Setup, real: &SetReport) -> Result<(), String> {
-    let args = setup.args;
+fn compare(setup: &Setup) -> Result<(), String> {
+    let (args, real) = (setup.args, &setup.judge.real);
     println!(
         "seed {}, {} images per set; FD = Fréchet distance of the classifier's features, \
          real floor {:.3}; time on {:?}",
@@ -417,12 +427,13 @@ fn compare(setup: &Setup, real: &SetReport) -> Result<(), String> {
     for &(sampler, steps) in &args.compare {
         let kind = args.model.sampler.kind_of(sampler, steps);
         let scored = setup.evaluate(kind)?;
-        let u = &scored.unconditional;
+        let u = &scored.reports.unconditional;
         let (low, high) = u
             .class_fractions
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), &f| (lo.min(f), hi.max(f)));
         let per_digit = scored
+            .reports
             .guided
             .as_ref()
             .and_then(|g| g.label_accuracy)
@@ -446,8 +457,8 @@ fn compare(setup: &Setup, real: &SetReport) -> Result<(), String> {
             "sampler": kind,
             "model_evaluations": scored.steps,
             "ms_per_image": scored.ms_per_image,
-            "generated_unconditional": scored.unconditional,
-            "generated_per_digit": scored.guided,
+            "generated_unconditional": scored.reports.unconditional,
+            "generated_per_digit": scored.reports.guided,
         }));
         // The file so far after every row: a long comparison stopped midway keeps its rows.
         if let Some(path) = &args.json {

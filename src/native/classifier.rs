@@ -34,8 +34,41 @@ pub trait DigitClassifier: Module + Sized {
 
     /// Scores images given as values in [−1, 1], 784 per image.
     fn score(&self, images: &[f32], device: &Device) -> Scores {
-        score(self, images, device)
+        let count = images.len() / (IMAGE_SIDE * IMAGE_SIDE);
+        let mut scores = Scores {
+            features: Vec::new(),
+            predictions: Vec::new(),
+            confidences: Vec::new(),
+        };
+        for start in (0..count).step_by(250) {
+            let n = (count - start).min(250);
+            let chunk = images[start * 784..(start + n) * 784].to_vec();
+            let x = Tensor::from_data(
+                TensorData::new(chunk, [n, 1, IMAGE_SIDE, IMAGE_SIDE]),
+                device,
+            );
+            let (features, logits) = self.forward(x);
+            let probs: Vec<f32> = softmax(logits, 1).into_data().try_to_vec().expect("f32");
+            let features: Vec<f32> = features.into_data().try_to_vec().expect("f32");
+            scores.features.extend(features.iter().map(|&v| v as f64));
+            for row in probs.chunks(10) {
+                let (best, p) = row
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+                scores.predictions.push(best);
+                scores.confidences.push(p as f64);
+            }
+        }
+        scores
     }
+}
+
+/// Both classifiers' last layers: the feature layer (ReLU) on the flattened maps, then the logits.
+fn head(hidden: &Linear, output: &Linear, maps: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let features = relu(hidden.forward(maps));
+    let logits = output.forward(features.clone());
+    (features, logits)
 }
 
 /// Three strided 3×3 convolutions, then the feature layer: `gendi eval`'s judge.
@@ -70,9 +103,7 @@ impl DigitClassifier for Classifier {
         let x = relu(self.conv1.forward(images));
         let x = relu(self.conv2.forward(x)); // [B, 64, 14, 14]
         let x = relu(self.conv3.forward(x)); // [B, 64, 7, 7]
-        let features = relu(self.hidden.forward(x.reshape([batch, 64 * 7 * 7])));
-        let logits = self.output.forward(features.clone());
-        (features, logits)
+        head(&self.hidden, &self.output, x.reshape([batch, 64 * 7 * 7]))
     }
 }
 
@@ -107,9 +138,7 @@ impl DigitClassifier for CrossCheck {
         let batch = images.dims()[0];
         let x = self.pool.forward(relu(self.conv1.forward(images))); // [B, 32, 14, 14]
         let x = self.pool.forward(relu(self.conv2.forward(x))); // [B, 64, 7, 7]
-        let features = relu(self.hidden.forward(x.reshape([batch, 64 * 7 * 7])));
-        let logits = self.output.forward(features.clone());
-        (features, logits)
+        head(&self.hidden, &self.output, x.reshape([batch, 64 * 7 * 7]))
     }
 }
 
@@ -120,37 +149,6 @@ pub struct Scores {
     pub predictions: Vec<usize>,
     /// Max softmax probability per image.
     pub confidences: Vec<f64>,
-}
-
-/// [`DigitClassifier::score`].
-fn score<M: DigitClassifier>(model: &M, images: &[f32], device: &Device) -> Scores {
-    let count = images.len() / (IMAGE_SIDE * IMAGE_SIDE);
-    let mut scores = Scores {
-        features: Vec::new(),
-        predictions: Vec::new(),
-        confidences: Vec::new(),
-    };
-    for start in (0..count).step_by(250) {
-        let n = (count - start).min(250);
-        let chunk = images[start * 784..(start + n) * 784].to_vec();
-        let x = Tensor::from_data(
-            TensorData::new(chunk, [n, 1, IMAGE_SIDE, IMAGE_SIDE]),
-            device,
-        );
-        let (features, logits) = model.forward(x);
-        let probs: Vec<f32> = softmax(logits, 1).into_data().try_to_vec().expect("f32");
-        let features: Vec<f32> = features.into_data().try_to_vec().expect("f32");
-        scores.features.extend(features.iter().map(|&v| v as f64));
-        for row in probs.chunks(10) {
-            let (best, p) = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
-            scores.predictions.push(best);
-            scores.confidences.push(p as f64);
-        }
-    }
-    scores
 }
 
 /// Pixels of `data` as model-range values, all images.
