@@ -7,7 +7,9 @@
 //! These machines are shared and noisy: build the old and the new version, run them
 //! alternately, and compare the best times.
 
-use gendi::kernels::winograd::{Tiling, conv3x3_backward, conv3x3_forward, conv3x3_shape};
+use gendi::kernels::winograd::{
+    Tiling, conv3x3_backward, conv3x3_forward, conv3x3_forward_keeping, conv3x3_shape,
+};
 use std::time::Instant;
 
 /// (batch, C_in, C_out, side, tiling): training's batch 64 and sampling's batch 16 at each level.
@@ -45,9 +47,13 @@ fn main() {
         let bias = rng.normals(channels_out);
         let dy = rng.normals(batch * channels_out * side * side);
         let forward = best_ms(|| conv3x3_forward(&shape, tiling, &x, &weight, &bias));
-        let backward = best_ms(|| conv3x3_backward(&shape, tiling, &x, &weight, &dy));
+        let backward = best_ms(|| conv3x3_backward(&shape, tiling, &x, &weight, &dy, None));
+        // Training's pair: the forward keeps its tiles, the backward reads them.
+        let keeping = best_ms(|| conv3x3_forward_keeping(&shape, tiling, &x, &weight, &bias));
+        let (_, kept) = conv3x3_forward_keeping(&shape, tiling, &x, &weight, &bias);
+        let reusing = best_ms(|| conv3x3_backward(&shape, tiling, &x, &weight, &dy, Some(&kept)));
         println!(
-            "b{batch} {channels_in}->{channels_out} {side}x{side} {tiling:?}: fwd {forward:.2} ms bwd {backward:.2} ms"
+            "b{batch} {channels_in}->{channels_out} {side}x{side} {tiling:?}: fwd {forward:.2} ms, bwd {backward:.2} ms; training's: fwd keeping {keeping:.2} ms, bwd reusing {reusing:.2} ms"
         );
     }
 }

@@ -446,16 +446,56 @@ fn winograd_conv3x3_gradients_match_im2col() {
         let (shape, x, weight) = winograd_case(&mut rng, dims);
         let dy = rng.normals(x.len() / shape.channels_in * shape.channels_out);
         gendi::kernels::use_winograd(false);
-        let expected = conv2d_backward(&shape, &x, &weight, &dy);
+        let expected = conv2d_backward(&shape, &x, &weight, &dy, None);
         gendi::kernels::use_winograd(true);
         for tiling in TILINGS {
-            let actual = conv3x3_backward(&shape, tiling, &x, &weight, &dy);
+            let actual = conv3x3_backward(&shape, tiling, &x, &weight, &dy, None);
             let what = format!("{tiling:?} input gradient {shape:?}");
             assert_slices_close(&what, &actual.x, &expected.x);
             let what = format!("{tiling:?} weight gradient {shape:?}");
             assert_slices_close(&what, &actual.weight, &expected.weight);
             let what = format!("{tiling:?} bias gradient {shape:?}");
             assert_slices_close(&what, &actual.bias, &expected.bias);
+        }
+    }
+}
+
+/// The backward reads the tiles its forward kept instead of transforming the input again: the
+/// same three gradients to the bit, in both tilings (several groups of images, a partial last
+/// group, odd sizes). Tiles kept for another convolution are not used.
+#[test]
+fn winograd_backward_with_the_forwards_kept_tiles_gives_the_same_bits() {
+    use gendi::kernels::winograd::{conv3x3_backward, conv3x3_forward, conv3x3_forward_keeping};
+    let mut rng = gendi::rng::NoiseRng::new(5);
+    let (other_shape, other_x, other_weight) = winograd_case(&mut rng, (2, 3, 4, 9, 9));
+    let other_bias = rng.normals(other_shape.channels_out);
+    for dims in WINOGRAD_SHAPES {
+        let (shape, x, weight) = winograd_case(&mut rng, dims);
+        let bias = rng.normals(shape.channels_out);
+        let dy = rng.normals(x.len() / shape.channels_in * shape.channels_out);
+        for tiling in TILINGS {
+            let what = format!("{tiling:?} {shape:?}");
+            let (output, kept) = conv3x3_forward_keeping(&shape, tiling, &x, &weight, &bias);
+            assert_eq!(
+                output,
+                conv3x3_forward(&shape, tiling, &x, &weight, &bias),
+                "{what}: forward"
+            );
+            let recomputed = conv3x3_backward(&shape, tiling, &x, &weight, &dy, None);
+            let reused = conv3x3_backward(&shape, tiling, &x, &weight, &dy, Some(&kept));
+            assert_eq!(reused.x, recomputed.x, "{what}: input gradient");
+            assert_eq!(reused.weight, recomputed.weight, "{what}: weight gradient");
+            assert_eq!(reused.bias, recomputed.bias, "{what}: bias gradient");
+            // The other tiling's tiles, or another convolution's, are left alone.
+            let other_tiling = TILINGS.into_iter().find(|&t| t != tiling).unwrap();
+            let (_, wrong_tiling) =
+                conv3x3_forward_keeping(&shape, other_tiling, &x, &weight, &bias);
+            let (_, wrong_shape) =
+                conv3x3_forward_keeping(&other_shape, tiling, &other_x, &other_weight, &other_bias);
+            for wrong in [wrong_tiling, wrong_shape] {
+                let ignored = conv3x3_backward(&shape, tiling, &x, &weight, &dy, Some(&wrong));
+                assert_eq!(ignored.weight, recomputed.weight, "{what}: {wrong:?}");
+            }
         }
     }
 }

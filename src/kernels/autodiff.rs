@@ -12,14 +12,14 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 
-use super::{GroupNormOptions, KernelBackend};
+use super::{GroupNormOptions, KeptTiles, KernelBackend};
 
 #[derive(Debug)]
 struct Conv2dWithBiasBackward;
 
 impl<B: KernelBackend> Backward<B, 3> for Conv2dWithBiasBackward {
-    /// The checkpointed input and weight, and the options.
-    type State = (NodeId, NodeId, ConvOptions<2>);
+    /// The checkpointed input and weight, the options, and what the forward kept.
+    type State = (NodeId, NodeId, ConvOptions<2>, Option<KeptTiles>);
 
     fn backward(
         self,
@@ -29,11 +29,11 @@ impl<B: KernelBackend> Backward<B, 3> for Conv2dWithBiasBackward {
     ) {
         let [node_x, node_weight, node_bias] = ops.parents;
         let output_grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, options) = ops.state;
+        let (x_state, weight_state, options, kept) = ops.state;
         let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
         let weight = checkpointer.retrieve_node_output::<FloatTensor<B>>(weight_state);
         let (x_grad, weight_grad, bias_grad) =
-            B::conv2d_with_bias_backward(x, weight, output_grad, options);
+            B::conv2d_with_bias_backward(x, weight, output_grad, kept, options);
         for (node, grad) in [
             (node_x, x_grad),
             (node_weight, weight_grad),
@@ -160,13 +160,13 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let output = B::conv2d_with_bias(
+                let (output, kept) = B::conv2d_with_bias_keeping(
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
                     options.clone(),
                 );
-                prep.finish((x_state, weight_state, options), output)
+                prep.finish((x_state, weight_state, options, kept), output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::conv2d_with_bias(
                 x.into_primitive(),

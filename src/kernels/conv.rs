@@ -6,7 +6,7 @@
 //! multiplications), forward and backward.
 
 use super::matmul::{MatRef, Threads, gemm};
-use super::{parallel, winograd};
+use super::{parallel, simd, winograd};
 
 /// Multiply-adds from which one GEMM is split over the threads.
 const SPLIT_GEMM_WORK: usize = 1 << 24;
@@ -100,6 +100,24 @@ impl Conv2dShape {
         } else {
             Threads::All
         }
+    }
+}
+
+/// [`conv2d_forward`], keeping what its backward would otherwise compute again from `x`: a
+/// Winograd convolution's transformed input tiles (see
+/// [`conv3x3_forward_keeping`](winograd::conv3x3_forward_keeping)); nothing for the others.
+pub fn conv2d_forward_keeping(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> (Vec<f32>, Option<winograd::KeptTiles>) {
+    match winograd::tiling(shape) {
+        Some(tiling) => {
+            let (output, kept) = winograd::conv3x3_forward_keeping(shape, tiling, x, weight, bias);
+            (output, Some(kept))
+        }
+        None => (conv2d_forward(shape, x, weight, bias), None),
     }
 }
 
@@ -220,8 +238,16 @@ pub struct Conv2dGrads {
 }
 
 /// Gradients of [`conv2d_forward`] given the output's gradient `dy`, a group of images at a
-/// time: dW = Σ dY · col(X)ᵀ (per-thread partial sums), dX = col2im(Wᵀ · dY), db = Σ dY.
-pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32]) -> Conv2dGrads {
+/// time: dW = Σ dY · col(X)ᵀ (per-thread partial sums), dX = col2im(Wᵀ · dY), db = Σ dY. `kept`:
+/// what [`conv2d_forward_keeping`] kept of this convolution, if anything (used when it matches
+/// the path the backward takes; recomputed from `x` otherwise).
+pub fn conv2d_backward(
+    shape: &Conv2dShape,
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    kept: Option<&winograd::KeptTiles>,
+) -> Conv2dGrads {
     assert_eq!(x.len(), shape.batch * shape.in_len(), "conv2d: input size");
     assert_eq!(weight.len(), shape.weight_len(), "conv2d: weight size");
     assert_eq!(
@@ -230,7 +256,7 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
         "conv2d: gradient size"
     );
     if let Some(tiling) = winograd::tiling(shape) {
-        return winograd::conv3x3_backward(shape, tiling, x, weight, dy);
+        return winograd::conv3x3_backward(shape, tiling, x, weight, dy, kept);
     }
     let (rows, pixels, cout) = (shape.col_rows(), shape.out_pixels(), shape.channels_out);
     let group = shape.images_per_gemm(pixels);
@@ -273,7 +299,7 @@ pub fn conv2d_backward(shape: &Conv2dShape, x: &[f32], weight: &[f32], dy: &[f32
                 &partial.scratch.product[..cout * columns]
             };
             for (sum, row) in partial.bias.iter_mut().zip(dy_matrix.chunks(columns)) {
-                *sum += row.iter().sum::<f32>();
+                *sum += simd::sum(row);
             }
             let (col, col_stride) = unroll(shape, x, images, &mut partial.scratch.col);
             // dW += dY · colᵀ: [C_out, images·pixels] · [images·pixels, rows]

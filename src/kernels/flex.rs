@@ -7,10 +7,10 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{DType, TensorData};
 
-use super::conv::{Conv2dShape, conv2d_backward, conv2d_forward};
+use super::conv::{Conv2dShape, conv2d_backward, conv2d_forward, conv2d_forward_keeping};
 use super::norm::{GroupNormShape, group_norm_backward, group_norm_forward};
 use super::upsample::{deinterleave, interleave};
-use super::{GroupNormOptions, KernelBackend, composite, gendi_kernels_enabled};
+use super::{GroupNormOptions, KeptTiles, KernelBackend, composite, gendi_kernels_enabled};
 
 impl KernelBackend for Flex {
     fn conv2d_with_bias(
@@ -30,10 +30,27 @@ impl KernelBackend for Flex {
         )
     }
 
+    fn conv2d_with_bias_keeping(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> (FlexTensor, Option<KeptTiles>) {
+        let Some(shape) = kernel_shape(&x, &weight, &options) else {
+            return (Flex::conv2d(x, weight, Some(bias), options), None);
+        };
+        let [out_h, out_w] = shape.out_size();
+        let (output, kept) =
+            conv2d_forward_keeping(&shape, &f32s(&x), &f32s(&weight), &f32s(&bias));
+        let output_shape = [shape.batch, shape.channels_out, out_h, out_w].to_vec();
+        (tensor(output, output_shape), kept)
+    }
+
     fn conv2d_with_bias_backward(
         x: FlexTensor,
         weight: FlexTensor,
         output_grad: FlexTensor,
+        kept: Option<KeptTiles>,
         options: ConvOptions<2>,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let Some(shape) = kernel_shape(&x, &weight, &options) else {
@@ -41,7 +58,8 @@ impl KernelBackend for Flex {
         };
         let x_shape = x.shape().to_vec();
         let weight_shape = weight.shape().to_vec();
-        let grads = conv2d_backward(&shape, &f32s(&x), &f32s(&weight), &f32s(&output_grad));
+        let (x, weight, dy) = (f32s(&x), f32s(&weight), f32s(&output_grad));
+        let grads = conv2d_backward(&shape, &x, &weight, &dy, kept.as_ref());
         (
             tensor(grads.x, x_shape),
             tensor(grads.weight, weight_shape),

@@ -27,6 +27,7 @@ pub mod upsample;
 pub mod winograd;
 
 pub use upsample::upsample_conv3x3;
+pub use winograd::KeptTiles;
 mod simd;
 
 use burn::backend::ops::ConvOptions;
@@ -57,15 +58,31 @@ pub trait KernelBackend: Backend {
         Self::conv2d(x, weight, Some(bias), options)
     }
 
+    /// [`conv2d_with_bias`](Self::conv2d_with_bias) for training: also returns what the
+    /// backward can reuse instead of computing it again from `x` (Winograd's transformed input
+    /// tiles on the CPU; nothing on burn's own ops).
+    #[fusion(default)]
+    fn conv2d_with_bias_keeping(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, Option<KeptTiles>) {
+        (Self::conv2d_with_bias(x, weight, bias, options), None)
+    }
+
     /// The gradients of [`conv2d_with_bias`](Self::conv2d_with_bias) with respect to the input,
-    /// the weight and the bias, given the output's gradient.
+    /// the weight and the bias, given the output's gradient and what
+    /// [`conv2d_with_bias_keeping`](Self::conv2d_with_bias_keeping) kept, if anything.
     #[fusion(default)]
     fn conv2d_with_bias_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
+        kept: Option<KeptTiles>,
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = kept;
         composite::conv2d_backward::<Self>(x, weight, output_grad, options)
     }
 

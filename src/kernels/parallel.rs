@@ -29,6 +29,50 @@ pub fn for_each_chunk<S>(
     }
 }
 
+/// Like [`for_each_chunk`], with a second slice cut alongside: chunk `i` of `out` comes with
+/// chunk `i` of `aux` (`aux_chunk_len` values each; the last ones may be shorter), or with an
+/// empty slice when `aux` is empty.
+pub fn for_each_chunk_with<S>(
+    out: &mut [f32],
+    chunk_len: usize,
+    aux: &mut [f32],
+    aux_chunk_len: usize,
+    init: impl Fn() -> S + Send + Sync,
+    work: impl Fn(&mut S, usize, &mut [f32], &mut [f32]) + Send + Sync,
+) {
+    if aux.is_empty() || aux_chunk_len == 0 {
+        return for_each_chunk(out, chunk_len, init, |s, i, chunk| {
+            work(s, i, chunk, &mut [])
+        });
+    }
+    if chunk_len == 0 {
+        return;
+    }
+    assert_eq!(
+        out.len().div_ceil(chunk_len),
+        aux.len().div_ceil(aux_chunk_len),
+        "for_each_chunk_with: the two slices make different numbers of chunks"
+    );
+    #[cfg(threads)]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(chunk_len)
+            .zip(aux.par_chunks_mut(aux_chunk_len))
+            .enumerate()
+            .for_each_init(init, |scratch, (i, (chunk, aux))| {
+                work(scratch, i, chunk, aux)
+            });
+    }
+    #[cfg(not(threads))]
+    {
+        let mut scratch = init();
+        let chunks = out.chunks_mut(chunk_len).zip(aux.chunks_mut(aux_chunk_len));
+        for (i, (chunk, aux)) in chunks.enumerate() {
+            work(&mut scratch, i, chunk, aux);
+        }
+    }
+}
+
 /// Like [`for_each_chunk`], and also folds an accumulator per piece of work, then merges them:
 /// per-thread partial sums (e.g. a weight gradient summed over the batch).
 pub fn fold_chunks<A: Send>(
@@ -130,61 +174,85 @@ pub fn threads() -> usize {
 
 /// Buffers handed back by [`Scratch`]es, for the next ones. One pool for all threads: a
 /// per-thread accumulator is often dropped on another thread than the one that made it.
-static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+pub struct Pool {
+    buffers: std::sync::Mutex<Vec<Vec<f32>>>,
+    /// Buffers the pool keeps: more than its users hold at once on all threads.
+    keeps: usize,
+}
 
-/// Buffers the pool keeps: more than the kernels hold at once on all threads.
-const POOLED: usize = 16;
+impl Pool {
+    pub const fn new(keeps: usize) -> Self {
+        Self {
+            buffers: std::sync::Mutex::new(Vec::new()),
+            keeps,
+        }
+    }
+
+    fn buffers(&self) -> std::sync::MutexGuard<'_, Vec<Vec<f32>>> {
+        self.buffers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The kernels' temporaries.
+static SCRATCH: Pool = Pool::new(16);
 
 /// A scratch buffer taken from a pool shared by the threads and handed back when dropped, so
 /// that the kernels' large temporaries (unrolled images, products, transformed tiles) are
 /// neither allocated nor zeroed on every call. Its contents are whatever the last user left:
-/// callers overwrite what they read.
-pub struct Scratch(Vec<f32>);
-
-fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<f32>>> {
-    POOL.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// callers overwrite what they read. It may be longer than asked for.
+pub struct Scratch {
+    buffer: Vec<f32>,
+    pool: &'static Pool,
 }
 
 impl Scratch {
+    /// At least `len` values from the kernels' temporaries.
     pub fn new(len: usize) -> Self {
-        let mut pool = pool();
+        Self::from_pool(&SCRATCH, len)
+    }
+
+    /// At least `len` values from `pool`: one of its own for what is held longer than a call
+    /// (so that it does not take the temporaries' buffers away from them).
+    pub fn from_pool(pool: &'static Pool, len: usize) -> Self {
+        let mut buffers = pool.buffers();
         // The smallest buffer that is long enough, else the longest (grown below).
-        let fits = (0..pool.len())
-            .filter(|&i| pool[i].len() >= len)
-            .min_by_key(|&i| pool[i].len());
-        let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
-        let mut buffer = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
-        drop(pool);
+        let fits = (0..buffers.len())
+            .filter(|&i| buffers[i].len() >= len)
+            .min_by_key(|&i| buffers[i].len());
+        let pick = fits.or_else(|| (0..buffers.len()).max_by_key(|&i| buffers[i].len()));
+        let mut buffer = pick.map(|i| buffers.swap_remove(i)).unwrap_or_default();
+        drop(buffers);
         if buffer.len() < len {
             buffer.resize(len, 0.0);
         }
-        Self(buffer)
+        Self { buffer, pool }
     }
 }
 
 impl std::ops::Deref for Scratch {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.0
+        &self.buffer
     }
 }
 
 impl std::ops::DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+        &mut self.buffer
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.0);
-        let mut pool = pool();
-        pool.push(buffer);
-        if pool.len() > POOLED
-            && let Some(shortest) = (0..pool.len()).min_by_key(|&i| pool[i].len())
+        let buffer = std::mem::take(&mut self.buffer);
+        let mut buffers = self.pool.buffers();
+        buffers.push(buffer);
+        if buffers.len() > self.pool.keeps
+            && let Some(shortest) = (0..buffers.len()).min_by_key(|&i| buffers[i].len())
         {
-            pool.swap_remove(shortest);
+            buffers.swap_remove(shortest);
         }
     }
 }

@@ -151,9 +151,81 @@ pub fn conv3x3_forward(
     weight: &[f32],
     bias: &[f32],
 ) -> Vec<f32> {
-    match tiling {
-        Tiling::F2x2 => forward::<2, 4, F2>(shape, x, weight, bias),
-        Tiling::F4x4 => forward::<4, 6, F4>(shape, x, weight, bias),
+    forward_keeping(shape, tiling, x, weight, bias, false).0
+}
+
+/// [`conv3x3_forward`], keeping the transformed input tiles V for the backward
+/// ([`conv3x3_backward`] then reads them instead of transforming the input again).
+pub fn conv3x3_forward_keeping(
+    shape: &Conv2dShape,
+    tiling: Tiling,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+) -> (Vec<f32>, KeptTiles) {
+    let (output, kept) = forward_keeping(shape, tiling, x, weight, bias, true);
+    (
+        output,
+        kept.expect("the forward keeps its tiles when asked"),
+    )
+}
+
+fn forward_keeping(
+    shape: &Conv2dShape,
+    tiling: Tiling,
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    keep: bool,
+) -> (Vec<f32>, Option<KeptTiles>) {
+    let (output, values) = match tiling {
+        Tiling::F2x2 => forward::<2, 4, F2>(shape, x, weight, bias, keep),
+        Tiling::F4x4 => forward::<4, 6, F4>(shape, x, weight, bias, keep),
+    };
+    let kept = values.map(|(values, len)| {
+        KeptTiles(std::sync::Arc::new(Kept {
+            shape: *shape,
+            tiling,
+            values,
+            len,
+        }))
+    });
+    (output, kept)
+}
+
+/// Buffers for [`KeptTiles`]: a training step holds one per Winograd convolution from its
+/// forward to its backward (the U-Net has a few dozen), and takes them back at the next step.
+static KEPT: parallel::Pool = parallel::Pool::new(64);
+
+/// The transformed input tiles V of one [`conv3x3_forward_keeping`], group after group, each
+/// laid out `[n²][C_in][columns]` as its GEMMs read them: what the weight gradient's GEMMs need
+/// from the input. Kept by autodiff between the forward and the backward of a training step,
+/// they spare the backward one of its three transforms, at 2.25–3× the input's memory.
+#[derive(Clone)]
+pub struct KeptTiles(std::sync::Arc<Kept>);
+
+struct Kept {
+    shape: Conv2dShape,
+    tiling: Tiling,
+    /// A pooled buffer, of which the first `len` values are the tiles.
+    values: parallel::Scratch,
+    len: usize,
+}
+
+impl std::fmt::Debug for KeptTiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KeptTiles({:?}, {} values for {:?})",
+            self.0.tiling, self.0.len, self.0.shape
+        )
+    }
+}
+
+impl KeptTiles {
+    /// The tiles, if they are those of this convolution in this tiling.
+    fn of(&self, shape: &Conv2dShape, tiling: Tiling) -> Option<&[f32]> {
+        (self.0.shape == *shape && self.0.tiling == tiling).then_some(&self.0.values[..self.0.len])
     }
 }
 
@@ -162,7 +234,8 @@ pub fn conv3x3_forward(
 /// - dX is itself a 3×3 stride-1 padding-1 convolution, of dY with the kernel flipped and its
 ///   channel axes swapped, so it runs through the same GEMMs.
 /// - dW comes from the adjoint of the forward's last steps: with V the transformed input tiles
-///   and dM = A dY Aᵀ the transformed gradient tiles (an m×m tile of dY to n×n),
+///   (those [`conv3x3_forward_keeping`] kept, if given, else transformed again from x) and
+///   dM = A dY Aᵀ the transformed gradient tiles (an m×m tile of dY to n×n),
 ///   dU[ξ] = Σ_tiles dM[ξ] · V[ξ]ᵀ (GEMMs whose inner dimension is the tiles), and
 ///   dW = Gᵀ dU G for every channel pair.
 pub fn conv3x3_backward(
@@ -171,10 +244,12 @@ pub fn conv3x3_backward(
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
+    kept: Option<&KeptTiles>,
 ) -> Conv2dGrads {
+    let kept = kept.and_then(|kept| kept.of(shape, tiling));
     match tiling {
-        Tiling::F2x2 => backward::<2, 4, F2>(shape, x, weight, dy),
-        Tiling::F4x4 => backward::<4, 6, F4>(shape, x, weight, dy),
+        Tiling::F2x2 => backward::<2, 4, F2>(shape, x, weight, dy, kept),
+        Tiling::F4x4 => backward::<4, 6, F4>(shape, x, weight, dy, kept),
     }
 }
 
@@ -183,7 +258,8 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
-) -> Vec<f32> {
+    keep: bool,
+) -> (Vec<f32>, Option<(parallel::Scratch, usize)>) {
     let plan = Plan::<M, N, T>::new(shape);
     assert_eq!(x.len(), plan.in_len * shape.batch, "winograd: input size");
     assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
@@ -191,24 +267,25 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
     let (cout, cin) = (shape.channels_out, shape.channels_in);
     let u = weight_cache::transformed(weight, M, |w| transformed_weights::<M, N, T>(w, cout, cin));
     let mut output = parallel::zeroed(shape.batch * plan.out_len);
-    parallel::for_each_chunk(
+    // Every value is written by the input transform before anything reads it.
+    // (A pooled buffer may be longer than asked for.)
+    let kept_len = plan.tiles_len(shape.batch, cin);
+    let mut kept = keep.then(|| parallel::Scratch::from_pool(&KEPT, kept_len));
+    parallel::for_each_chunk_with(
         &mut output,
         plan.group * plan.out_len,
+        kept.as_mut()
+            .map_or(&mut [][..], |kept| &mut kept[..kept_len]),
+        plan.tiles_len(plan.group, cin),
         || plan.scratch(),
-        |scratch, g, out| {
+        |scratch, g, out, tiles| {
             let images = out.len() / plan.out_len;
             let x = plan.group_of(x, plan.in_len, g, images);
-            plan.convolve(
-                scratch,
-                &u,
-                [shape.channels_in, shape.channels_out],
-                x,
-                bias,
-                out,
-            );
+            let tiles = (!tiles.is_empty()).then_some(tiles);
+            plan.convolve(scratch, &u, [cin, cout], x, bias, out, tiles);
         },
     );
-    output
+    (output, kept.map(|values| (values, kept_len)))
 }
 
 fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
@@ -216,6 +293,7 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
+    kept: Option<&[f32]>,
 ) -> Conv2dGrads {
     let plan = Plan::<M, N, T>::new(shape);
     let (cin, cout) = (shape.channels_in, shape.channels_out);
@@ -249,16 +327,32 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
             let x = plan.group_of(x, plan.in_len, g, images);
             let dy = plan.group_of(dy, plan.out_len, g, images);
             let scratch = &mut partial.scratch;
-            plan.convolve(scratch, &u_flipped, [cout, cin], dy, &no_bias, dx_group);
+            plan.convolve(
+                scratch,
+                &u_flipped,
+                [cout, cin],
+                dy,
+                &no_bias,
+                dx_group,
+                None,
+            );
             for image in dy.chunks_exact(plan.out_len) {
                 for (sum, plane) in partial.bias.iter_mut().zip(image.chunks_exact(pixels)) {
-                    *sum += plane.iter().sum::<f32>();
+                    *sum += simd::sum(plane);
                 }
             }
             let columns = plan.columns(x, cin);
-            let v = &mut scratch.v[..N * N * cin * columns];
+            let v: &[f32] = match kept {
+                Some(tiles) => {
+                    &tiles[plan.tiles_len(g * plan.group, cin)..][..N * N * cin * columns]
+                }
+                None => {
+                    let v = &mut scratch.v[..N * N * cin * columns];
+                    scratch.planes.transform_input(x, cin, v, columns);
+                    v
+                }
+            };
             let dm = &mut scratch.m[..N * N * cout * columns];
-            scratch.planes.transform_input(x, cin, v, columns);
             scratch.planes.transform_gradient(dy, cout, dm, columns);
             for (du, dm, v) in by_position(N * N, &mut partial.du, dm, v) {
                 let (dm, vt) = (
@@ -325,6 +419,11 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
         self.channels[0] * self.channels[1] * 9
     }
 
+    /// Transformed values of `images` images of `channels` planes each.
+    fn tiles_len(&self, images: usize, channels: usize) -> usize {
+        N * N * channels * images * self.tiles
+    }
+
     /// Buffers for a group, large enough for either direction (dX swaps the channel counts).
     fn scratch(&self) -> Scratch<M, N, T> {
         let widest = self.channels[0].max(self.channels[1]);
@@ -354,7 +453,9 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
     }
 
     /// `out = conv(x, g) + bias` for a group of images, with `u` = G g Gᵀ laid out
-    /// `[n²][C_out][C_in]` and `[C_in, C_out] = channels`.
+    /// `[n²][C_out][C_in]` and `[C_in, C_out] = channels`; the transformed input goes to `tiles`
+    /// when given (to keep), else to the scratch.
+    #[allow(clippy::too_many_arguments)]
     fn convolve(
         &self,
         scratch: &mut Scratch<M, N, T>,
@@ -363,9 +464,10 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
         x: &[f32],
         bias: &[f32],
         out: &mut [f32],
+        tiles: Option<&mut [f32]>,
     ) {
         let columns = self.columns(x, cin);
-        let v = &mut scratch.v[..N * N * cin * columns];
+        let v = &mut tiles.unwrap_or(&mut scratch.v)[..N * N * cin * columns];
         let m = &mut scratch.m[..N * N * cout * columns];
         scratch.planes.transform_input(x, cin, v, columns);
         for (m, u, v) in by_position(N * N, m, u, v) {
