@@ -229,15 +229,15 @@ impl KeptTiles {
     }
 }
 
-/// The gradients of [`conv3x3_forward`] given the output's gradient `dy`.
+/// The gradients of [`conv3x3_forward`] given the output's gradient `dy`: the forward's steps
+/// undone in reverse order, from the one transform of dY, dM = A dY Aᵀ (an m×m tile of dY to
+/// n×n, the adjoint of y = Aᵀ M A):
 ///
-/// - dX is itself a 3×3 stride-1 padding-1 convolution, of dY with the kernel flipped and its
-///   channel axes swapped, so it runs through the same GEMMs.
-/// - dW comes from the adjoint of the forward's last steps: with V the transformed input tiles
-///   (those [`conv3x3_forward_keeping`] kept, if given, else transformed again from x) and
-///   dM = A dY Aᵀ the transformed gradient tiles (an m×m tile of dY to n×n),
-///   dU[ξ] = Σ_tiles dM[ξ] · V[ξ]ᵀ (GEMMs whose inner dimension is the tiles), and
-///   dW = Gᵀ dU G for every channel pair.
+/// - dW: with V the transformed input tiles (those [`conv3x3_forward_keeping`] kept, if given,
+///   else transformed again from x), dU[ξ] = Σ_tiles dM[ξ] · V[ξ]ᵀ (GEMMs whose inner dimension
+///   is the tiles), and dW = Gᵀ dU G for every channel pair;
+/// - dX: dV[ξ] = U[ξ]ᵀ · dM[ξ], the forward's GEMMs transposed, then B dV Bᵀ for every tile,
+///   summed where tiles overlap (the adjoint of V = Bᵀ d B).
 pub fn conv3x3_backward(
     shape: &Conv2dShape,
     tiling: Tiling,
@@ -304,8 +304,7 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
         plan.out_len * shape.batch,
         "winograd: gradient size"
     );
-    let u_flipped = transformed_weights::<M, N, T>(&flipped(weight, cout, cin), cin, cout);
-    let no_bias = vec![0f32; cin];
+    let u = weight_cache::transformed(weight, M, |w| transformed_weights::<M, N, T>(w, cout, cin));
     let pixels = shape.height * shape.width;
 
     struct Partial<S> {
@@ -327,21 +326,15 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
             let x = plan.group_of(x, plan.in_len, g, images);
             let dy = plan.group_of(dy, plan.out_len, g, images);
             let scratch = &mut partial.scratch;
-            plan.convolve(
-                scratch,
-                &u_flipped,
-                [cout, cin],
-                dy,
-                &no_bias,
-                dx_group,
-                None,
-            );
             for image in dy.chunks_exact(plan.out_len) {
                 for (sum, plane) in partial.bias.iter_mut().zip(image.chunks_exact(pixels)) {
                     *sum += simd::sum(plane);
                 }
             }
             let columns = plan.columns(x, cin);
+            let dm = &mut scratch.m[..N * N * cout * columns];
+            scratch.planes.transform_gradient(dy, cout, dm, columns);
+            // dU[ξ] += dM[ξ] · V[ξ]ᵀ.
             let v: &[f32] = match kept {
                 Some(tiles) => {
                     &tiles[plan.tiles_len(g * plan.group, cin)..][..N * N * cin * columns]
@@ -352,8 +345,6 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
                     v
                 }
             };
-            let dm = &mut scratch.m[..N * N * cout * columns];
-            scratch.planes.transform_gradient(dy, cout, dm, columns);
             for (du, dm, v) in by_position(N * N, &mut partial.du, dm, v) {
                 let (dm, vt) = (
                     MatRef::row_major(dm, cout, columns),
@@ -361,6 +352,18 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
                 );
                 gemm(du, true, dm, vt, plan.threads);
             }
+            // dV[ξ] = U[ξ]ᵀ · dM[ξ], then dX from dV by the input transform's adjoint.
+            let dv = &mut scratch.v[..N * N * cin * columns];
+            for (dv, u, dm) in by_position(N * N, dv, &u, dm) {
+                let (ut, dm) = (
+                    MatRef::transposed(u, cin, cout),
+                    MatRef::row_major(dm, cout, columns),
+                );
+                gemm(dv, false, ut, dm, plan.threads);
+            }
+            scratch
+                .planes
+                .transform_input_adjoint(dv, cin, columns, dx_group);
         },
         |mut a, b| {
             add_into(&mut a.du, &b.du);
@@ -481,19 +484,6 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
     }
 }
 
-/// The kernel of dX = conv(dY, ·): `[C_in, C_out, 3, 3]`, each 3×3 kernel turned by 180°.
-fn flipped(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let mut out = vec![0f32; weight.len()];
-    for (pair, g) in weight.chunks_exact(9).enumerate() {
-        let (o, c) = (pair / cin, pair % cin);
-        let dst = &mut out[(c * cout + o) * 9..][..9];
-        for (d, s) in dst.iter_mut().zip(g.iter().rev()) {
-            *d = *s;
-        }
-    }
-    out
-}
-
 /// U = G g Gᵀ for every (output, input) channel pair, laid out `[n²][C_out][C_in]`.
 fn transformed_weights<const M: usize, const N: usize, T: Transforms<M, N>>(
     weight: &[f32],
@@ -589,6 +579,12 @@ struct Planes<const M: usize, const N: usize, T> {
     half: Vec<f32>,
     /// The output transform's result before it goes into the images: `[tile row][column][tile]`.
     pixels: Vec<f32>,
+    /// The input transform's adjoint: what a tile's last two rows give the next tile row's
+    /// first two, `[2][tile]`.
+    overlap: Vec<f32>,
+    /// The input transform's adjoint: the gradient of `spread`, laid out like it (which keeps
+    /// its zeros for the transforms).
+    spread_adjoint: Vec<f32>,
     transforms: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -612,6 +608,8 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
             rows_out: Vec::new(),
             half: Vec::new(),
             pixels: Vec::new(),
+            overlap: Vec::new(),
+            spread_adjoint: Vec::new(),
         }
     }
 
@@ -635,6 +633,8 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
             self.rows_out = vec![0.0; images * M * self.across];
             self.half = vec![0.0; N * M * grid];
             self.pixels = vec![0.0; M * M * images * self.tiles()];
+            self.overlap = vec![0.0; (N - M) * images * self.tiles()];
+            self.spread_adjoint = vec![0.0; M * N * grid];
         }
     }
 
@@ -736,6 +736,100 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
                 });
                 let at = |r: usize| ((r * N + k) * channels + c) * columns;
                 map_lanes(inputs, runs(out, std::array::from_fn(at), columns), &one_d);
+            }
+        }
+    }
+
+    /// The adjoint of [`transform_input`](Self::transform_input): from dV laid out like V, dX
+    /// of a group's images `[C_in, H, W]` each, every pixel written: the sum of B dV Bᵀ over the
+    /// (overlapping) tiles that read it. Each step of [`transform_tiles`](Self::transform_tiles)
+    /// and [`spread`](Self::spread) is undone in reverse order, with B in place of Bᵀ and sums
+    /// where the forward copied one value to several places.
+    fn transform_input_adjoint(
+        &mut self,
+        dv: &[f32],
+        cin: usize,
+        columns: usize,
+        images: &mut [f32],
+    ) {
+        simd::vectorized(
+            #[inline(always)]
+            || self.input_tiles_adjoint(dv, cin, columns, images),
+        )
+    }
+
+    #[inline(always)]
+    fn input_tiles_adjoint(&mut self, dv: &[f32], cin: usize, columns: usize, images: &mut [f32]) {
+        let pixels = self.height * self.width;
+        self.lay_out(images.len() / (cin * pixels));
+        let (grid, row_len) = (self.grid(), self.images * self.across);
+        for c in 0..cin {
+            // Up the columns: B down each tile's positions (r, k) gives its rows Mi + s, which
+            // are residue s mod M at grid row i + s / M: the first M rows at grid row i, the
+            // last two (the next tile row's first two) added at grid row i + 1.
+            for k in 0..N {
+                let inputs =
+                    std::array::from_fn(|r| &dv[((r * N + k) * cin + c) * columns..][..columns]);
+                {
+                    let starts = std::array::from_fn(|s| (k * M + s) * grid);
+                    let mut rows = runs::<M>(&mut self.half, starts, columns).into_iter();
+                    let mut next = runs::<2>(&mut self.overlap, [0, columns], columns).into_iter();
+                    let outputs = std::array::from_fn(|s| {
+                        if s < M { rows.next() } else { next.next() }.expect("M + 2 = N runs")
+                    });
+                    map_lanes(inputs, outputs, T::b);
+                }
+                for residue in 0..M {
+                    let row = (k * M + residue) * grid;
+                    self.half[row + columns..row + grid].fill(0.0);
+                    if residue < N - M {
+                        let below = &mut self.half[row + row_len..][..columns];
+                        add_into(below, &self.overlap[residue * columns..][..columns]);
+                    }
+                }
+            }
+            // Back along every padded row: B across each residue's N column offsets.
+            for residue in 0..M {
+                let inputs =
+                    std::array::from_fn(|k| &self.half[(k * M + residue) * grid..][..grid]);
+                let starts = std::array::from_fn(|k| (residue * N + k) * grid);
+                map_lanes(inputs, runs(&mut self.spread_adjoint, starts, grid), T::b);
+            }
+            self.gather(images, cin, c);
+        }
+    }
+
+    /// The adjoint of [`spread`](Self::spread) for channel `c`, on `spread_adjoint`: offsets 0
+    /// and M + 1 (copies of the neighbouring tiles' offsets M and 1) are added back where they
+    /// came from, except the cells `spread` zeroed; then each image row takes its pixels from
+    /// offsets 1 to M.
+    #[inline(always)]
+    fn gather(&mut self, images: &mut [f32], channels: usize, c: usize) {
+        let (height, width, across, grid) = (self.height, self.width, self.across, self.grid());
+        let (row_len, padded_width) = (self.images * across, M * across);
+        let pixels = height * width;
+        for residue in 0..M {
+            let offset = |k: usize| (residue * N + k) * grid;
+            let (first, last) = (offset(0), offset(N - 1));
+            for tile in (0..grid).step_by(across) {
+                self.spread_adjoint[first + tile] = 0.0;
+                self.spread_adjoint[last + tile + across - 1] = 0.0;
+            }
+            add_within(&mut self.spread_adjoint, first + 1, offset(M), grid - 1);
+            add_within(&mut self.spread_adjoint, last, offset(1) + 1, grid - 1);
+        }
+        for y in 0..height {
+            let padded_row = y + 1;
+            let (residue, row) = (padded_row % M, padded_row / M * row_len);
+            let phases = std::array::from_fn(|k| {
+                &self.spread_adjoint[(residue * N + 1 + k) * grid + row..][..row_len]
+            });
+            interleave::<M>(phases, &mut self.rows_out);
+            for n in 0..self.images {
+                copy_short(
+                    &mut images[(n * channels + c) * pixels + y * width..][..width],
+                    &self.rows_out[n * padded_width..][..width],
+                );
             }
         }
     }
@@ -927,6 +1021,20 @@ fn by_position<'a>(
     out.chunks_exact_mut(out_len)
         .zip(blocks(a).zip(blocks(b)))
         .map(|(out, (a, b))| (out, a, b))
+}
+
+/// `data[to..to + len] += data[from..from + len]`, for two runs that do not overlap.
+#[inline(always)]
+fn add_within(data: &mut [f32], from: usize, to: usize, len: usize) {
+    if from < to {
+        assert!(from + len <= to, "add_within: overlapping runs");
+        let (source, destination) = data.split_at_mut(to);
+        add_into(&mut destination[..len], &source[from..][..len]);
+    } else {
+        assert!(to + len <= from, "add_within: overlapping runs");
+        let (destination, source) = data.split_at_mut(from);
+        add_into(&mut destination[to..][..len], &source[..len]);
+    }
 }
 
 /// `R` disjoint runs of `len` values of `data`, starting at `starts` (increasing, at least

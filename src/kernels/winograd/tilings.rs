@@ -8,6 +8,9 @@
 pub(super) trait Transforms<const M: usize, const N: usize> {
     /// Bᵀ along one axis of an input tile.
     fn bt(d: [f32; N]) -> [f32; N];
+    /// B: the adjoint of [`bt`](Self::bt), from a transformed tile's gradient to the input
+    /// tile's.
+    fn b(e: [f32; N]) -> [f32; N];
     /// A (n × m) applied to the middle m of n values: a gradient tile's pixels, which sit
     /// where an input tile's second to (m + 1)-th values do. The adjoint of [`at`](Self::at).
     fn a_of_middle(d: [f32; N]) -> [f32; N];
@@ -31,6 +34,11 @@ impl Transforms<2, 4> for F2 {
     #[inline(always)]
     fn bt(d: [f32; 4]) -> [f32; 4] {
         [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+    }
+
+    #[inline(always)]
+    fn b(e: [f32; 4]) -> [f32; 4] {
+        [e[0], e[1] - e[2] + e[3], e[1] + e[2] - e[0], -e[3]]
     }
 
     #[inline(always)]
@@ -82,6 +90,20 @@ impl Transforms<4, 6> for F4 {
     }
 
     #[inline(always)]
+    fn b(e: [f32; 6]) -> [f32; 6] {
+        let (sum, difference) = (e[1] + e[2], e[1] - e[2]);
+        let (sum2, difference2) = (e[3] + e[4], 2.0 * (e[3] - e[4]));
+        [
+            4.0 * e[0],
+            4.0 * (e[5] - difference) - difference2,
+            -5.0 * e[0] - 4.0 * sum - sum2,
+            difference + difference2 - 5.0 * e[5],
+            e[0] + sum + sum2,
+            e[5],
+        ]
+    }
+
+    #[inline(always)]
     fn a_of_middle(d: [f32; 6]) -> [f32; 6] {
         let [y0, y1, y2, y3] = [d[1], d[2], d[3], d[4]];
         let (even, odd) = (y0 + y2, y1 + y3);
@@ -124,5 +146,50 @@ impl Transforms<4, 6> for F4 {
             -minus + minus12,
             -plus + 4.0 * plus24 + a[5],
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ⟨f(x), y⟩ = ⟨x, f*(y)⟩ for every pair of unit vectors, so `adjoint` is `f`'s transpose.
+    fn assert_adjoint<const A: usize, const B: usize>(
+        f: impl Fn([f32; A]) -> [f32; B],
+        adjoint: impl Fn([f32; B]) -> [f32; A],
+    ) {
+        fn unit<const K: usize>(k: usize) -> [f32; K] {
+            std::array::from_fn(|i| if i == k { 1.0 } else { 0.0 })
+        }
+        for i in 0..A {
+            for j in 0..B {
+                let (forward, back) = (f(unit(i))[j], adjoint(unit(j))[i]);
+                assert_eq!(forward, back, "entry ({j}, {i})");
+            }
+        }
+    }
+
+    #[test]
+    fn each_adjoint_is_the_transpose_of_its_transform() {
+        assert_adjoint(F2::bt, F2::b);
+        assert_adjoint(F4::bt, F4::b);
+        assert_adjoint(
+            |m| F2::at(m, 0.0),
+            |d: [f32; 2]| {
+                let mut padded = [0.0; 4];
+                padded[1..3].copy_from_slice(&d);
+                F2::a_of_middle(padded)
+            },
+        );
+        assert_adjoint(
+            |m| F4::at(m, 0.0),
+            |d: [f32; 4]| {
+                let mut padded = [0.0; 6];
+                padded[1..5].copy_from_slice(&d);
+                F4::a_of_middle(padded)
+            },
+        );
+        assert_adjoint(F2::g, F2::gt);
+        assert_adjoint(F4::g, F4::gt);
     }
 }
