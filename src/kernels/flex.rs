@@ -22,12 +22,8 @@ impl KernelBackend for Flex {
         let Some(shape) = kernel_shape(&x, &weight, &options) else {
             return Flex::conv2d(x, weight, Some(bias), options);
         };
-        let [out_h, out_w] = shape.out_size();
         let output = conv2d_forward(&shape, &f32s(&x), &f32s(&weight), &f32s(&bias));
-        tensor(
-            output,
-            [shape.batch, shape.channels_out, out_h, out_w].to_vec(),
-        )
+        conv_output(&shape, output)
     }
 
     fn conv2d_with_bias_keeping(
@@ -39,11 +35,9 @@ impl KernelBackend for Flex {
         let Some(shape) = kernel_shape(&x, &weight, &options) else {
             return (Flex::conv2d(x, weight, Some(bias), options), None);
         };
-        let [out_h, out_w] = shape.out_size();
         let (output, kept) =
             conv2d_forward_keeping(&shape, &f32s(&x), &f32s(&weight), &f32s(&bias));
-        let output_shape = [shape.batch, shape.channels_out, out_h, out_w].to_vec();
-        (tensor(output, output_shape), kept)
+        (conv_output(&shape, output), kept)
     }
 
     fn conv2d_with_bias_backward(
@@ -209,6 +203,12 @@ fn f32s(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
             .expect("an f32 tensor")
             .into(),
     }
+}
+
+/// A convolution's output values as its `[batch, channels_out, out_h, out_w]` tensor.
+fn conv_output(shape: &Conv2dShape, values: Vec<f32>) -> FlexTensor {
+    let [out_h, out_w] = shape.out_size();
+    tensor(values, vec![shape.batch, shape.channels_out, out_h, out_w])
 }
 
 fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {

@@ -201,19 +201,21 @@ static SCRATCH: Pool = Pool::new(16);
 /// A scratch buffer taken from a pool shared by the threads and handed back when dropped, so
 /// that the kernels' large temporaries (unrolled images, products, transformed tiles) are
 /// neither allocated nor zeroed on every call. Its contents are whatever the last user left:
-/// callers overwrite what they read. It may be longer than asked for.
+/// callers overwrite what they read. It holds exactly the values asked for (the pooled buffer
+/// behind it may be longer).
 pub struct Scratch {
     buffer: Vec<f32>,
+    len: usize,
     pool: &'static Pool,
 }
 
 impl Scratch {
-    /// At least `len` values from the kernels' temporaries.
+    /// `len` values from the kernels' temporaries.
     pub fn new(len: usize) -> Self {
         Self::from_pool(&SCRATCH, len)
     }
 
-    /// At least `len` values from `pool`: one of its own for what is held longer than a call
+    /// `len` values from `pool`: one of its own for what is held longer than a call
     /// (so that it does not take the temporaries' buffers away from them).
     pub fn from_pool(pool: &'static Pool, len: usize) -> Self {
         let mut buffers = pool.buffers();
@@ -227,20 +229,20 @@ impl Scratch {
         if buffer.len() < len {
             buffer.resize(len, 0.0);
         }
-        Self { buffer, pool }
+        Self { buffer, len, pool }
     }
 }
 
 impl std::ops::Deref for Scratch {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.buffer
+        &self.buffer[..self.len]
     }
 }
 
 impl std::ops::DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.buffer
+        &mut self.buffer[..self.len]
     }
 }
 

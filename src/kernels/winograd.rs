@@ -182,12 +182,11 @@ fn forward_keeping(
         Tiling::F2x2 => forward::<2, 4, F2>(shape, x, weight, bias, keep),
         Tiling::F4x4 => forward::<4, 6, F4>(shape, x, weight, bias, keep),
     };
-    let kept = values.map(|(values, len)| {
+    let kept = values.map(|values| {
         KeptTiles(std::sync::Arc::new(Kept {
             shape: *shape,
             tiling,
             values,
-            len,
         }))
     });
     (output, kept)
@@ -207,9 +206,7 @@ pub struct KeptTiles(std::sync::Arc<Kept>);
 struct Kept {
     shape: Conv2dShape,
     tiling: Tiling,
-    /// A pooled buffer, of which the first `len` values are the tiles.
     values: parallel::Scratch,
-    len: usize,
 }
 
 impl std::fmt::Debug for KeptTiles {
@@ -217,7 +214,9 @@ impl std::fmt::Debug for KeptTiles {
         write!(
             f,
             "KeptTiles({:?}, {} values for {:?})",
-            self.0.tiling, self.0.len, self.0.shape
+            self.0.tiling,
+            self.0.values.len(),
+            self.0.shape
         )
     }
 }
@@ -225,7 +224,7 @@ impl std::fmt::Debug for KeptTiles {
 impl KeptTiles {
     /// The tiles, if they are those of this convolution in this tiling.
     fn of(&self, shape: &Conv2dShape, tiling: Tiling) -> Option<&[f32]> {
-        (self.0.shape == *shape && self.0.tiling == tiling).then_some(&self.0.values[..self.0.len])
+        (self.0.shape == *shape && self.0.tiling == tiling).then_some(&self.0.values)
     }
 }
 
@@ -259,7 +258,7 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
     weight: &[f32],
     bias: &[f32],
     keep: bool,
-) -> (Vec<f32>, Option<(parallel::Scratch, usize)>) {
+) -> (Vec<f32>, Option<parallel::Scratch>) {
     let plan = Plan::<M, N, T>::new(shape);
     assert_eq!(x.len(), plan.in_len * shape.batch, "winograd: input size");
     assert_eq!(weight.len(), plan.weight_len(), "winograd: weight size");
@@ -268,14 +267,12 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
     let u = weight_cache::transformed(weight, M, |w| transformed_weights::<M, N, T>(w, cout, cin));
     let mut output = parallel::zeroed(shape.batch * plan.out_len);
     // Every value is written by the input transform before anything reads it.
-    // (A pooled buffer may be longer than asked for.)
-    let kept_len = plan.tiles_len(shape.batch, cin);
-    let mut kept = keep.then(|| parallel::Scratch::from_pool(&KEPT, kept_len));
+    let mut kept =
+        keep.then(|| parallel::Scratch::from_pool(&KEPT, plan.tiles_len(shape.batch, cin)));
     parallel::for_each_chunk_with(
         &mut output,
         plan.group * plan.out_len,
-        kept.as_mut()
-            .map_or(&mut [][..], |kept| &mut kept[..kept_len]),
+        kept.as_deref_mut().unwrap_or_default(),
         plan.tiles_len(plan.group, cin),
         || plan.scratch(),
         |scratch, g, out, tiles| {
@@ -285,7 +282,7 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
             plan.convolve(scratch, &u, [cin, cout], x, bias, out, tiles);
         },
     );
-    (output, kept.map(|values| (values, kept_len)))
+    (output, kept)
 }
 
 fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(

@@ -169,27 +169,23 @@ mod tests {
         }
     }
 
+    /// B, Aᵀ's adjoint (A on the middle m of n values) and Gᵀ, each against its transform.
+    fn assert_adjoints<const M: usize, const N: usize, T: Transforms<M, N>>() {
+        assert_adjoint(T::bt, T::b);
+        assert_adjoint(
+            |m| T::at(m, 0.0),
+            |d: [f32; M]| {
+                let mut padded = [0.0; N];
+                padded[1..=M].copy_from_slice(&d);
+                T::a_of_middle(padded)
+            },
+        );
+        assert_adjoint(T::g, T::gt);
+    }
+
     #[test]
     fn each_adjoint_is_the_transpose_of_its_transform() {
-        assert_adjoint(F2::bt, F2::b);
-        assert_adjoint(F4::bt, F4::b);
-        assert_adjoint(
-            |m| F2::at(m, 0.0),
-            |d: [f32; 2]| {
-                let mut padded = [0.0; 4];
-                padded[1..3].copy_from_slice(&d);
-                F2::a_of_middle(padded)
-            },
-        );
-        assert_adjoint(
-            |m| F4::at(m, 0.0),
-            |d: [f32; 4]| {
-                let mut padded = [0.0; 6];
-                padded[1..5].copy_from_slice(&d);
-                F4::a_of_middle(padded)
-            },
-        );
-        assert_adjoint(F2::g, F2::gt);
-        assert_adjoint(F4::g, F4::gt);
+        assert_adjoints::<2, 4, F2>();
+        assert_adjoints::<4, 6, F4>();
     }
 }
