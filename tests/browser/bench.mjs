@@ -136,7 +136,7 @@ try {
   report.plain_visit_swiftshader_compositing_navigation_to_first_step_ms = swiftshader.navigation_to_first_step_ms;
   // A first visit loads one of three modules: pkg/ (WebGPU), pkg-cpu/ (the CPU on one thread) or
   // pkg-threads/ (the CPU on every core, with wasm-bindgen-rayon's worker script).
-  const page = [join(WWW, 'main.js'), join(WWW, 'worker.js'), join(WWW, 'index.html'), join(WWW, 'style.css')];
+  const page = ['main.js', 'pad.js', 'worker.js', 'index.html', 'style.css'].map((f) => join(WWW, f));
   const jsOf = (dir) => readdirSync(dir, { recursive: true }).filter((f) => f.endsWith('.js')).map((f) => join(dir, f));
   const weights = readdirSync(join(WWW, 'weights')).map((f) => join(WWW, 'weights', f));
   report.gzip_bytes_wasm = gzipped([join(WWW, 'pkg', 'gendi_bg.wasm')]);

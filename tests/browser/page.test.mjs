@@ -202,6 +202,19 @@ test('a missing manifest shows an error in the page', { timeout: 300_000 }, asyn
   }
 });
 
+test('a worker script that fails to load shows an error in the page', { timeout: 300_000 }, async () => {
+  const { context, page } = await openPage(browser, server);
+  try {
+    await page.route('**/worker.js', (route) => route.fulfill({ status: 404, body: 'not found' }));
+    await page.goto(`${server.url}?autostart=0`);
+    assert.equal(await waitLoaded(page), 'error');
+    assert.match(await page.textContent('#error'), /worker failed to start/);
+    assert.ok(await page.isVisible('#error'));
+  } finally {
+    await context.close();
+  }
+});
+
 test('?weights= loads another directory beside the page, and nothing else', { timeout: 300_000 }, async () => {
   const { context, page, external } = await openPage(browser, server);
   try {
