@@ -79,6 +79,31 @@ pub fn measure_peak_gflops(size: usize, repeats: usize) -> f64 {
     2.0 * (size as f64).powi(3) / best / 1e9
 }
 
+/// The f32 lanes of the vectors `gemm`'s kernels compute with on this CPU. A product whose
+/// left-hand side (after `gemm` transposes a row-major product, the right-hand side's columns)
+/// is a whole number of these, contiguous, is read in place rather than packed first, unless it
+/// is used against many columns (gemm-common's `gemm_basic_generic`).
+pub fn gemm_lanes() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *LANES.get_or_init(|| {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                16
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                8
+            } else {
+                4
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // SIMD128 in wasm, NEON on aarch64.
+        4
+    }
+}
+
 /// How many threads one GEMM may use; 1 inside work that is already spread over the threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Threads {

@@ -197,7 +197,7 @@ fn forward_keeping(
 static KEPT: parallel::Pool = parallel::Pool::new(64);
 
 /// The transformed input tiles V of one [`conv3x3_forward_keeping`], group after group, each
-/// laid out `[n²][C_in][columns]` as its GEMMs read them: what the weight gradient's GEMMs need
+/// laid out `[n²][C_in][stride]` as its GEMMs read them: what the weight gradient's GEMMs need
 /// from the input. Kept by autodiff between the forward and the backward of a training step,
 /// they spare the backward one of its three transforms, at 2.25–3× the input's memory.
 #[derive(Clone)]
@@ -267,13 +267,14 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
     let u = weight_cache::transformed(weight, M, |w| transformed_weights::<M, N, T>(w, cout, cin));
     let mut output = parallel::zeroed(shape.batch * plan.out_len);
     // Every value is written by the input transform before anything reads it.
+    let groups = shape.batch.div_ceil(plan.group);
     let mut kept =
-        keep.then(|| parallel::Scratch::from_pool(&KEPT, plan.tiles_len(shape.batch, cin)));
+        keep.then(|| parallel::Scratch::from_pool(&KEPT, groups * plan.group_tiles_len(cin)));
     parallel::for_each_chunk_with(
         &mut output,
         plan.group * plan.out_len,
         kept.as_deref_mut().unwrap_or_default(),
-        plan.tiles_len(plan.group, cin),
+        plan.group_tiles_len(cin),
         || plan.scratch(),
         |scratch, g, out, tiles| {
             let images = out.len() / plan.out_len;
@@ -329,24 +330,27 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
                 }
             }
             let columns = plan.columns(x, cin);
+            let stride = padded_columns(columns);
             let dm = &mut scratch.m[..N * N * cout * columns];
             scratch.planes.transform_gradient(dy, cout, dm, columns);
-            // dU[ξ] += dM[ξ] · V[ξ]ᵀ.
+            // dU[ξ] += dM[ξ] · V[ξ]ᵀ, V laid out as the forward's GEMMs read it.
             let v: &[f32] = match kept {
-                Some(tiles) => {
-                    &tiles[plan.tiles_len(g * plan.group, cin)..][..N * N * cin * columns]
-                }
+                Some(tiles) => &tiles[g * plan.group_tiles_len(cin)..][..N * N * cin * stride],
                 None => {
-                    let v = &mut scratch.v[..N * N * cin * columns];
-                    scratch.planes.transform_input(x, cin, v, columns);
+                    let v = &mut scratch.v[..N * N * cin * stride];
+                    scratch.planes.transform_input(x, cin, v, [columns, stride]);
                     v
                 }
             };
             for (du, dm, v) in by_position(N * N, &mut partial.du, dm, v) {
-                let (dm, vt) = (
-                    MatRef::row_major(dm, cout, columns),
-                    MatRef::transposed(v, columns, cin),
-                );
+                let dm = MatRef::row_major(dm, cout, columns);
+                let vt = MatRef {
+                    data: v,
+                    rows: columns,
+                    cols: cin,
+                    row_stride: 1,
+                    col_stride: stride,
+                };
                 gemm(du, true, dm, vt, plan.threads);
             }
             // dV[ξ] = U[ξ]ᵀ · dM[ξ], then dX from dV by the input transform's adjoint.
@@ -419,15 +423,16 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
         self.channels[0] * self.channels[1] * 9
     }
 
-    /// Transformed values of `images` images of `channels` planes each.
-    fn tiles_len(&self, images: usize, channels: usize) -> usize {
-        N * N * channels * images * self.tiles
+    /// Transformed values of a whole group's images of `channels` planes each, laid out
+    /// `[n²][channels][stride]` (see [`padded_columns`]).
+    fn group_tiles_len(&self, channels: usize) -> usize {
+        N * N * channels * padded_columns(self.group * self.tiles)
     }
 
     /// Buffers for a group, large enough for either direction (dX swaps the channel counts).
     fn scratch(&self) -> Scratch<M, N, T> {
         let widest = self.channels[0].max(self.channels[1]);
-        let len = N * N * widest * self.group * self.tiles;
+        let len = N * N * widest * padded_columns(self.group * self.tiles);
         Scratch {
             v: parallel::Scratch::new(len),
             m: parallel::Scratch::new(len),
@@ -467,18 +472,30 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Plan<M, N, T> {
         tiles: Option<&mut [f32]>,
     ) {
         let columns = self.columns(x, cin);
-        let v = &mut tiles.unwrap_or(&mut scratch.v)[..N * N * cin * columns];
-        let m = &mut scratch.m[..N * N * cout * columns];
-        scratch.planes.transform_input(x, cin, v, columns);
+        let stride = padded_columns(columns);
+        let v = &mut tiles.unwrap_or(&mut scratch.v)[..N * N * cin * stride];
+        let m = &mut scratch.m[..N * N * cout * stride];
+        scratch.planes.transform_input(x, cin, v, [columns, stride]);
         for (m, u, v) in by_position(N * N, m, u, v) {
             let (u, v) = (
                 MatRef::row_major(u, cout, cin),
-                MatRef::row_major(v, cin, columns),
+                MatRef::row_major(v, cin, stride),
             );
             gemm(m, false, u, v, self.threads);
         }
-        scratch.planes.transform_output(m, cout, columns, bias, out);
+        scratch
+            .planes
+            .transform_output(m, cout, [columns, stride], bias, out);
     }
+}
+
+/// The row length of V and M for `columns` tiles: rounded up to whole vectors of `gemm`'s
+/// kernels, which then read V where it is instead of packing it first (the 28×28 level's GEMMs,
+/// 49 tiles an image, were all packed: about 6% of a batch-1 step in wasm). The padding's values
+/// are whatever the buffer held: a column of M depends on the same column of V alone, nothing
+/// reads M's padding, and the weight gradient reads V's first `columns` only.
+fn padded_columns(columns: usize) -> usize {
+    columns.next_multiple_of(super::matmul::gemm_lanes())
 }
 
 /// U = G g Gᵀ for every (output, input) channel pair, laid out `[n²][C_out][C_in]`.
@@ -674,9 +691,16 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
 
     /// V = Bᵀ d B of every n×n input tile of a group's images `[C_in, H, W]` each (tile (i, j)
     /// starts at row Mi − 1, column Mj − 1; zeros outside the image), into `v` laid out
-    /// `[n²][C_in][columns]`, the columns in the order (i, n, j).
-    fn transform_input(&mut self, images: &[f32], cin: usize, v: &mut [f32], columns: usize) {
-        self.transform(images, cin, v, columns, T::bt);
+    /// `[n²][C_in][stride]`: `columns` tiles in the order (i, n, j), then `stride − columns`
+    /// values left as they were.
+    fn transform_input(
+        &mut self,
+        images: &[f32],
+        cin: usize,
+        v: &mut [f32],
+        [columns, stride]: [usize; 2],
+    ) {
+        self.transform(images, cin, v, [columns, stride], T::bt);
     }
 
     /// dM = A dY Aᵀ of every m×m tile of a group's output gradients `[C_out, H, W]` each (zeros
@@ -685,7 +709,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
     /// pixels are padded rows Mi + 1 .. Mi + M and columns Mj + 1 .. Mj + M, the middle m of
     /// the n an input tile reads, so it is the input transform with A on those.
     fn transform_gradient(&mut self, images: &[f32], cout: usize, dm: &mut [f32], columns: usize) {
-        self.transform(images, cout, dm, columns, T::a_of_middle);
+        self.transform(images, cout, dm, [columns, columns], T::a_of_middle);
     }
 
     /// `one_d` along every tile's rows, then down its columns, each reading a tile's n
@@ -695,7 +719,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
         images: &[f32],
         channels: usize,
         out: &mut [f32],
-        columns: usize,
+        columns: [usize; 2],
         one_d: impl Fn([f32; N]) -> [f32; N],
     ) {
         simd::vectorized(
@@ -710,7 +734,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
         images: &[f32],
         channels: usize,
         out: &mut [f32],
-        columns: usize,
+        [columns, stride]: [usize; 2],
         one_d: impl Fn([f32; N]) -> [f32; N],
     ) {
         let pixels = self.height * self.width;
@@ -731,7 +755,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
                 let inputs = std::array::from_fn(|s| {
                     &self.half[(k * M + s % M) * grid + s / M * row_len..][..columns]
                 });
-                let at = |r: usize| ((r * N + k) * channels + c) * columns;
+                let at = |r: usize| ((r * N + k) * channels + c) * stride;
                 map_lanes(inputs, runs(out, std::array::from_fn(at), columns), &one_d);
             }
         }
@@ -832,13 +856,13 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
     }
 
     /// y = Aᵀ M A + bias for every tile of a group's images `[C_out, H, W]` each, from `m` laid
-    /// out `[n²][C_out][columns]` (the columns in the order (i, n, j)), written where the tile
-    /// lies inside the image.
+    /// out `[n²][C_out][stride]` (the first `columns` of each row, in the order (i, n, j)),
+    /// written where the tile lies inside the image.
     fn transform_output(
         &mut self,
         m: &[f32],
         cout: usize,
-        columns: usize,
+        columns: [usize; 2],
         bias: &[f32],
         images: &mut [f32],
     ) {
@@ -853,7 +877,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
         &mut self,
         m: &[f32],
         cout: usize,
-        columns: usize,
+        [columns, stride]: [usize; 2],
         bias: &[f32],
         images: &mut [f32],
     ) {
@@ -865,7 +889,7 @@ impl<const M: usize, const N: usize, T: Transforms<M, N>> Planes<M, N, T> {
             // Aᵀ down M's columns: each tile's m output rows, half[k][row] over the tiles.
             for k in 0..N {
                 let inputs =
-                    std::array::from_fn(|r| &m[((r * N + k) * cout + o) * columns..][..columns]);
+                    std::array::from_fn(|r| &m[((r * N + k) * cout + o) * stride..][..columns]);
                 let starts = std::array::from_fn(|row| (k * M + row) * grid);
                 map_lanes(inputs, runs(&mut self.half, starts, columns), |x| {
                     T::at(x, 0.0)
