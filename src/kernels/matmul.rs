@@ -16,23 +16,33 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major `rows × cols` matrix.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::row_major_strided(data, rows, cols, cols)
+    }
+
+    /// A `rows × cols` matrix whose rows start every `stride` values (`stride ≥ cols`).
+    pub fn row_major_strided(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
         Self {
             data,
             rows,
             cols,
-            row_stride: cols,
+            row_stride: stride,
             col_stride: 1,
         }
     }
 
     /// The transpose of a row-major `cols × rows` matrix, without copying.
     pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::row_major(data, cols, rows).t()
+    }
+
+    /// The same values read as the transpose, without copying.
+    pub fn t(self) -> Self {
         Self {
-            data,
-            rows,
-            cols,
-            row_stride: 1,
-            col_stride: rows,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
         }
     }
 
@@ -84,18 +94,16 @@ pub fn measure_peak_gflops(size: usize, repeats: usize) -> f64 {
 /// is a whole number of these, contiguous, is read in place rather than packed first, unless it
 /// is used against many columns (gemm-common's `gemm_basic_generic`).
 pub fn gemm_lanes() -> usize {
+    // std caches what the CPU has after the first query.
     #[cfg(target_arch = "x86_64")]
     {
-        static LANES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        *LANES.get_or_init(|| {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                16
-            } else if std::arch::is_x86_feature_detected!("avx2") {
-                8
-            } else {
-                4
-            }
-        })
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            16
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            8
+        } else {
+            4
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

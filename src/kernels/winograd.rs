@@ -266,7 +266,8 @@ fn forward<const M: usize, const N: usize, T: Transforms<M, N>>(
     let (cout, cin) = (shape.channels_out, shape.channels_in);
     let u = weight_cache::transformed(weight, M, |w| transformed_weights::<M, N, T>(w, cout, cin));
     let mut output = parallel::zeroed(shape.batch * plan.out_len);
-    // Every value is written by the input transform before anything reads it.
+    // The input transform writes every tile before anything reads it; the rows' padding past
+    // the tiles (see `padded_columns`) is never read.
     let groups = shape.batch.div_ceil(plan.group);
     let mut kept =
         keep.then(|| parallel::Scratch::from_pool(&KEPT, groups * plan.group_tiles_len(cin)));
@@ -343,14 +344,10 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
                 }
             };
             for (du, dm, v) in by_position(N * N, &mut partial.du, dm, v) {
-                let dm = MatRef::row_major(dm, cout, columns);
-                let vt = MatRef {
-                    data: v,
-                    rows: columns,
-                    cols: cin,
-                    row_stride: 1,
-                    col_stride: stride,
-                };
+                let (dm, vt) = (
+                    MatRef::row_major(dm, cout, columns),
+                    MatRef::row_major_strided(v, cin, columns, stride).t(),
+                );
                 gemm(du, true, dm, vt, plan.threads);
             }
             // dV[ξ] = U[ξ]ᵀ · dM[ξ], then dX from dV by the input transform's adjoint.
