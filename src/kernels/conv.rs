@@ -163,13 +163,7 @@ pub fn conv2d_forward(shape: &Conv2dShape, x: &[f32], weight: &[f32], bias: &[f3
                 product,
                 true,
                 MatRef::row_major(weight, cout, rows),
-                MatRef {
-                    data: col,
-                    rows,
-                    cols: columns,
-                    row_stride: col_stride,
-                    col_stride: 1,
-                },
+                MatRef::row_major_strided(col, rows, columns, col_stride),
                 threads,
             );
             if images > 1 {
@@ -307,13 +301,7 @@ pub fn conv2d_backward(
                 &mut partial.weight,
                 true,
                 MatRef::row_major(dy_matrix, cout, columns),
-                MatRef {
-                    data: col,
-                    rows: columns,
-                    cols: rows,
-                    row_stride: 1,
-                    col_stride,
-                },
+                MatRef::row_major_strided(col, rows, columns, col_stride).t(),
                 threads,
             );
             // dcol = Wᵀ · dY: [rows, C_out] · [C_out, images·pixels], folded back onto the images.

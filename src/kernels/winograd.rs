@@ -344,11 +344,13 @@ fn backward<const M: usize, const N: usize, T: Transforms<M, N>>(
                 }
             };
             for (du, dm, v) in by_position(N * N, &mut partial.du, dm, v) {
-                let (dm, vt) = (
+                gemm(
+                    du,
+                    true,
                     MatRef::row_major(dm, cout, columns),
                     MatRef::row_major_strided(v, cin, columns, stride).t(),
+                    plan.threads,
                 );
-                gemm(du, true, dm, vt, plan.threads);
             }
             // dV[ξ] = U[ξ]ᵀ · dM[ξ], then dX from dV by the input transform's adjoint.
             let dv = &mut scratch.v[..N * N * cin * columns];
